@@ -1,0 +1,118 @@
+"""The model manifest: the contract between the exporter and the device.
+
+`models/<name>.json` sits beside `models/<name>.tflite`. The exporter writes it
+(`edge_app.training.export`), the runtime reads and checks it
+(`edge_app.runtime`). Both use this module, so the format has one definition.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST_FORMAT = 1
+SELFTEST_TOLERANCE = 0.01  # max abs difference in output probabilities
+SELFTEST_PATTERNS = ("zeros", "gradient", "rings", "lesion")
+
+
+class ManifestError(ValueError):
+    """The manifest is missing, unreadable, or does not match its model file."""
+
+
+@dataclass
+class Manifest:
+    name: str
+    version: str
+    labels: list[str]
+    positive_label: str
+    input: dict[str, Any]  # {"shape": [1, H, W, 3], "dtype": "float32", "range": [-1, 1], "channel_order": "RGB"}
+    preprocessing: dict[str, Any]  # Preprocessor.describe()
+    threshold: float
+    threshold_rule: str
+    sha256: str
+    selftest: dict[str, Any]  # {"tolerance": float, "cases": [{"pattern": str, "output": [...]}]}
+    converter: dict[str, Any] = field(default_factory=dict)  # {"tensorflow": "2.21.0", "quantization": "float16"}
+    provenance: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training_command: str = ""
+    created_at: str = ""
+    format: int = MANIFEST_FORMAT
+
+    @property
+    def input_size(self) -> int:
+        return int(self.input["shape"][1])
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Manifest:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ManifestError(
+                f"model manifest {path} is missing: every .tflite needs its .json beside it; re-export or restore it"
+            ) from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ManifestError(f"model manifest {path} is unreadable ({exc}); re-export or restore it") from None
+        if not isinstance(data, dict):
+            raise ManifestError(f"model manifest {path} is not a JSON object")
+        if data.get("format") != MANIFEST_FORMAT:
+            raise ManifestError(f"model manifest {path} has format {data.get('format')!r}; this app reads format {MANIFEST_FORMAT}")
+        known = set(cls.__dataclass_fields__)
+        required = {"name", "version", "labels", "positive_label", "input", "preprocessing", "threshold", "threshold_rule", "sha256", "selftest"}
+        missing = sorted(required - set(data))
+        if missing:
+            raise ManifestError(f"model manifest {path} lacks fields {missing}; re-export the model")
+        m = cls(**{k: v for k, v in data.items() if k in known})
+        if m.positive_label not in m.labels:
+            raise ManifestError(f"model manifest {path}: positive label {m.positive_label!r} is not one of {m.labels}")
+        if not 0.0 <= float(m.threshold) <= 1.0:
+            raise ManifestError(f"model manifest {path}: threshold {m.threshold} is not a probability")
+        return m
+
+
+def manifest_path_for(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def selftest_input(pattern: str, size: int) -> np.ndarray:
+    """Deterministic reference input (1, size, size, 3) float32 in the model range.
+
+    Built from closed-form formulas, not a random generator, so it is identical
+    on every NumPy version and machine.
+    """
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+    if pattern == "zeros":
+        img = np.zeros((size, size, 3), np.float32)
+    elif pattern == "gradient":
+        img = np.stack([x * 2 - 1, y * 2 - 1, (x + y) - 1], axis=-1)
+    elif pattern == "rings":
+        r = np.sqrt((x - 0.5) ** 2 + (y - 0.5) ** 2)
+        img = np.stack([np.sin(r * 40.0), np.cos(r * 25.0), np.sin(x * 17.0 + y * 11.0)], axis=-1) * 0.8
+    elif pattern == "lesion":
+        r = np.sqrt((x - 0.45) ** 2 + ((y - 0.55) * 1.3) ** 2)
+        dark = np.clip(1.0 - r / 0.3, 0.0, 1.0)
+        skin = np.array([0.55, 0.25, 0.1], np.float32)
+        lesion = np.array([-0.5, -0.7, -0.75], np.float32)
+        img = skin * (1 - dark[..., None]) + lesion * dark[..., None]
+    else:
+        raise ValueError(f"unknown self-test pattern {pattern!r}")
+    return img[None].astype(np.float32)
