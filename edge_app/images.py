@@ -22,8 +22,14 @@ class ImageDecodeError(ValueError):
     """The bytes are not an image this device can screen. The message says why."""
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Image file bytes -> BGR uint8 array (H, W, 3)."""
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
+    """Image file bytes -> BGR uint8 array (H, W, 3).
+
+    `min_side`: the caller needs only this many pixels on the short side, so a
+    JPEG may be decoded at 1/2, 1/4 or 1/8 scale in the DCT (libjpeg "draft"
+    mode). A 12 MP camera JPEG then decodes in a fraction of the time; the
+    screening pipeline shrinks it to model size anyway.
+    """
     if not data:
         raise ImageDecodeError("the file is empty (0 bytes)")
     try:
@@ -36,6 +42,9 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
                     f"image is {width}x{height} = {width * height / 1e6:.0f} MP, above the "
                     f"{max_pixels / 1e6:.0f} MP limit; resize it before uploading"
                 )
+            if min_side and img.format == "JPEG" and min(width, height) > 2 * min_side:
+                scale = min_side / min(width, height)
+                img.draft("RGB", (max(1, int(width * scale)), max(1, int(height * scale))))
             img.load()
     except ImageDecodeError:
         raise
@@ -50,13 +59,13 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
     return _to_bgr(ImageOps.exif_transpose(img))
 
 
-def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | None = None) -> np.ndarray:
     """Read and decode a file; unreadable files raise ImageDecodeError."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageDecodeError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return decode_image(data, max_pixels)
+    return decode_image(data, max_pixels, min_side)
 
 
 def _to_bgr(img: Image.Image) -> np.ndarray:

@@ -1,0 +1,106 @@
+"""`edge-app evaluate LABELS.csv`: metrics of the shipped model over a labelled
+folder, through the device path (no TensorFlow)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..images import ImageDecodeError, read_image
+from ..metrics import evaluate
+from .common import add_model_arguments, load_classifier
+
+LABEL_VALUES = {"benign": 0, "malignant": 1}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="AUC / sensitivity / specificity over a labelled CSV (file,label)")
+    p.add_argument("labels", metavar="LABELS.csv")
+    p.add_argument("--root", help="folder the CSV's file paths are relative to (default: the CSV's folder)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--predictions", help="also write file,label,p_malignant to this CSV")
+    add_model_arguments(p)
+    p.set_defaults(func=run)
+
+
+def read_labels(csv_path: Path) -> list[tuple[str, int]]:
+    try:
+        with open(csv_path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
+                raise ValueError(f"{csv_path} needs columns 'file' and 'label' (found {reader.fieldnames})")
+            rows = []
+            for line, row in enumerate(reader, start=2):
+                label = (row["label"] or "").strip().lower()
+                if label not in LABEL_VALUES:
+                    raise ValueError(f"{csv_path}:{line}: label {row['label']!r} is not benign or malignant")
+                rows.append((row["file"], LABEL_VALUES[label]))
+    except OSError as exc:
+        raise ValueError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+    if not rows:
+        raise ValueError(f"{csv_path} has no rows")
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    csv_path = Path(args.labels)
+    root = Path(args.root) if args.root else csv_path.parent
+    try:
+        rows = read_labels(csv_path)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    classifier = load_classifier(args)
+    if classifier is None:
+        return 3
+    labels, probs, kept, errors = [], [], [], []
+    for file, label in tqdm(rows, desc="evaluate", unit="img", disable=None, file=sys.stderr):
+        try:
+            result = classifier.classify(read_image(root / file, min_side=classifier.decode_min_side))
+        except (ImageDecodeError, ValueError) as exc:
+            errors.append(f"{file}: {exc}")
+            continue
+        labels.append(label)
+        probs.append(result.malignant_probability)
+        kept.append(file)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    if len(set(labels)) < 2:
+        print("error: need at least one benign and one malignant readable image", file=sys.stderr)
+        return 2
+    report = evaluate(np.array(labels), np.array(probs), classifier.manifest.threshold, n_boot=args.bootstrap)
+    report["errors"] = len(errors)
+    report["model_sha256"] = classifier.sha256
+    if args.predictions:
+        with open(args.predictions, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file", "label", "p_malignant"])
+            w.writerows((fi, "malignant" if la else "benign", f"{p:.6f}") for fi, la, p in zip(kept, labels, probs))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(_human(report))
+    return 2 if errors else 0
+
+
+def _human(r: dict) -> str:
+    def line(name: str, key: str) -> str:
+        v = r[key]
+        return f"  {name:<18} {v['value']:.3f}  (95% CI {v['ci95'][0]:.3f}-{v['ci95'][1]:.3f})"
+
+    c = r["confusion"]
+    return "\n".join([
+        f"n = {r['n']} ({r['n_malignant']} malignant), threshold {r['threshold']:.4f}",
+        line("AUC", "auc"), line("sensitivity", "sensitivity"), line("specificity", "specificity"),
+        line("balanced accuracy", "balanced_accuracy"),
+        "  confusion           predicted malignant  predicted benign",
+        f"    malignant         {c['tp']:>8}             {c['fn']:>8}",
+        f"    benign            {c['fp']:>8}             {c['tn']:>8}",
+    ] + ([f"  unreadable files: {r['errors']}"] if r["errors"] else []))

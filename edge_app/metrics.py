@@ -1,0 +1,97 @@
+"""Screening metrics: AUC, sensitivity, specificity, balanced accuracy, with
+bootstrap confidence intervals, and the validation-only threshold choice.
+
+One implementation for `edge-app evaluate` (device path) and the training
+module's reports, built on scikit-learn's metrics.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+DEFAULT_MIN_SENSITIVITY = 0.90
+
+
+def roc_auc(y_true: np.ndarray, p_malignant: np.ndarray) -> float:
+    y = np.asarray(y_true).astype(int)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    return float(roc_auc_score(y, np.asarray(p_malignant, dtype=np.float64)))
+
+
+def operating_point(y_true: np.ndarray, p_malignant: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Sensitivity, specificity, balanced accuracy and confusion at `threshold`
+    (malignant when p >= threshold)."""
+    y = np.asarray(y_true).astype(int)
+    pred = (np.asarray(p_malignant) >= threshold).astype(int)
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    sens = tp / (tp + fn) if tp + fn else float("nan")
+    spec = tn / (tn + fp) if tn + fp else float("nan")
+    return {
+        "sensitivity": float(sens),
+        "specificity": float(spec),
+        "balanced_accuracy": float((sens + spec) / 2),
+        "confusion": {"tp": int(tp), "fn": int(fn), "tn": int(tn), "fp": int(fp)},
+    }
+
+
+def choose_threshold(y_true: np.ndarray, p_malignant: np.ndarray, min_sensitivity: float = DEFAULT_MIN_SENSITIVITY) -> float:
+    """Highest-specificity threshold whose sensitivity is >= `min_sensitivity`.
+
+    Use on validation data only. Among thresholds with equal specificity the
+    lowest is taken (the most sensitive).
+    """
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(p_malignant, dtype=np.float64)
+    fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+    ok = np.flatnonzero(tpr >= min_sensitivity)
+    if ok.size == 0:
+        return float(p.min())
+    lowest_fpr = fpr[ok].min()
+    best = ok[fpr[ok] == lowest_fpr][-1]  # thresholds decrease along the curve: last = most sensitive
+    return float(min(1.0, thresholds[best]))
+
+
+def bootstrap_ci(
+    y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap (resampling cases) 95% CIs of AUC and the operating point."""
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(p_malignant, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    keys = ("auc", "sensitivity", "specificity", "balanced_accuracy")
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    n = len(y)
+    for _ in range(n_boot):
+        idx = rng.integers(0, n, n)
+        yb, pb = y[idx], p[idx]
+        if yb.min() == yb.max():
+            continue
+        samples["auc"].append(roc_auc_score(yb, pb))
+        op = operating_point(yb, pb, threshold)
+        for k in keys[1:]:
+            samples[k].append(op[k])
+    lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
+    return {
+        k: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) if v else (float("nan"), float("nan"))
+        for k, v in samples.items()
+    }
+
+
+def evaluate(y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The report shape shared by `edge-app evaluate --json` and the training module."""
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(p_malignant, dtype=np.float64)
+    op = operating_point(y, p, threshold)
+    ci = bootstrap_ci(y, p, threshold, n_boot=n_boot, seed=seed)
+    values = {"auc": roc_auc(y, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}
+    return {
+        "n": int(len(y)),
+        "n_malignant": int(y.sum()),
+        **{k: {"value": round(v, 4), "ci95": [round(ci[k][0], 4), round(ci[k][1], 4)]} for k, v in values.items()},
+        "threshold": float(threshold),
+        "confusion": op["confusion"],
+    }

@@ -1,0 +1,80 @@
+"""`edge-train`: the training module's one command.
+
+    edge-train all --preset cpu --data ../shared/data/ham10000
+
+runs every step in order into a new run folder `runs/<timestamp>/` and ships
+`models/student_fp16.tflite` + `.json` + `MODEL_CARD.md`. Each step can also be
+run alone against an existing run folder (`--run-dir`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+STEPS = ("split", "tensors", "teacher", "student-ce", "student-kd", "export", "evaluate", "card")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edge-train", description="Train, distill, export and evaluate the DermaEdge student.")
+    ap.add_argument("step", choices=("all",) + STEPS, help="one step, or all of them in order")
+    ap.add_argument("--preset", default="cpu", help="cpu | paper | paper-small | tiny")
+    ap.add_argument("--data", default="../shared/data/ham10000", help="dataset folder with labels.csv (file,label[,lesion_id,...])")
+    ap.add_argument("--weights-dir", default="../shared/weights", help="ImageNet EfficientNet-Lite .npz files")
+    ap.add_argument("--weights", default=None, help="paper preset: folder of <backbone>.weights.h5 files (else random init)")
+    ap.add_argument("--run-dir", default=None, help="continue this run folder (default: a new runs/<timestamp>/)")
+    ap.add_argument("--models-dir", default="models", help="where the shipped model, card and plots go")
+    ap.add_argument("--cache-dir", default="cache", help="preprocessed tensors and backbone features")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    args = build_parser().parse_args(argv)
+    from . import pipeline
+    from .config import get_preset
+
+    cfg = get_preset(args.preset).override(args.set)
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = pipeline.Run(cfg=cfg, data=Path(args.data), run_dir=run_dir,
+                       weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+                       paper_weights=Path(args.weights) if args.weights else None,
+                       cache_dir=Path(args.cache_dir), models_dir=Path(args.models_dir), command=pipeline.command_line())
+    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "args": vars(args)}, indent=2) + "\n")
+    run.log(f"run folder {run_dir}, preset {cfg.preset}: {run.command}")
+    steps = STEPS if args.step == "all" else (args.step,)
+    for step in steps:
+        STEP_FUNCS[step](run)
+    return 0
+
+
+def _steps():
+    from . import pipeline as p
+
+    return {
+        "split": p.step_split,
+        "tensors": p.step_tensors,
+        "teacher": lambda run: p.step_teacher(run),
+        "student-ce": lambda run: p.step_student(run, kd=False),
+        "student-kd": lambda run: p.step_student(run, kd=True),
+        "export": lambda run: p.step_export(run),
+        "evaluate": lambda run: p.step_evaluate(run),
+        "card": lambda run: p.step_card(run),
+    }
+
+
+class _Lazy(dict):
+    def __missing__(self, key):
+        self.update(_steps())
+        return dict.__getitem__(self, key)
+
+
+STEP_FUNCS = _Lazy()
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""Presets are data. `edge-train ... --preset NAME` picks one; `--set key=value` overrides a field."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "cpu"
+    # data
+    size: int = 128  # student input = preprocessor size
+    split_seed: int = 0
+    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
+    # teacher: pooled features of frozen backbones, cached once; heads on top
+    teacher_family: str = "lite"  # "lite" (../shared/weights) or "paper" (keras.applications)
+    teacher_backbones: tuple[str, ...] = ("lite0", "lite1", "lite2")
+    teacher_size: int = 192  # backbone input: the cached 128 px tensor resized to this
+    teacher_views: int = 1  # augmented views of each training image (1 = the original only)
+    teacher_tiny: bool = False  # paper family: reduced members (smoke tests)
+    head_epochs: int = 60
+    # student
+    student_blocks: int = 7  # Lite0 blocks kept (7 = up to the first 80-channel block)
+    student_head: int = 256
+    student_init: str = "imagenet"  # "imagenet" (Lite0 trunk) or "random"
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+    # distillation (alpha=1 would be plain CE); the grid is tried on validation when kd_grid is on
+    kd_alpha: float = 0.5
+    kd_temperature: float = 4.0
+    kd_grid: tuple[tuple[float, float], ...] = ()
+    # threshold
+    min_sensitivity: float = 0.90
+    n_boot: int = 1000
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def override(self, pairs: list[str]) -> TrainConfig:
+        types = {f.name: f.type for f in fields(self)}
+        changes = {}
+        for pair in pairs:
+            key, _, raw = pair.partition("=")
+            if key not in types:
+                raise SystemExit(f"--set {pair}: unknown field {key!r}; fields: {', '.join(types)}")
+            cur = getattr(self, key)
+            if isinstance(cur, bool):
+                val: Any = raw.lower() in ("1", "true", "yes")
+            elif isinstance(cur, int):
+                val = int(raw)
+            elif isinstance(cur, float):
+                val = float(raw)
+            elif isinstance(cur, tuple):
+                val = tuple(v for v in raw.split(",") if v)
+            else:
+                val = raw
+            changes[key] = val
+        return replace(self, **changes)
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # 2-core CPU: three ImageNet EfficientNet-Lites (frozen, features cached) fused; distilled student.
+    "cpu": TrainConfig(),
+    # The paper's families. No ImageNet weights reachable here: random init unless --weights DIR.
+    "paper": TrainConfig(preset="paper", teacher_family="paper", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
+                         teacher_size=224),
+    # The paper's families, reduced (ResNet50V2, ConvNeXtTiny, 2-layer ViT) at 64 px: runnable on a CPU.
+    "paper-small": TrainConfig(preset="paper-small", teacher_family="paper", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
+                               teacher_size=64, teacher_tiny=True),
+    # CI smoke test: a few dozen images, tiny sizes, one epoch.
+    "tiny": TrainConfig(preset="tiny", size=32, teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
+                        student_blocks=3, student_head=16, epochs=1, batch_size=16, n_boot=20),
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        raise SystemExit(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return PRESETS[name]

@@ -1,0 +1,38 @@
+"""The student: a truncated ImageNet EfficientNet-Lite0 trunk (stem + first blocks,
+depthwise-separable inverted residuals) + 1x1 conv + global pool + dense(2).
+
+The training model outputs logits (distillation needs them); the exported model
+adds a softmax so the device gets probabilities ["benign", "malignant"].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+from keras import layers
+
+from .backbones import LITE_FILES, build_efficientnet_lite
+
+
+def build_student(size: int, n_blocks: int = 7, head_channels: int = 256, dropout: float = 0.2,
+                  weights_dir: str | Path | None = None, arch_dir: str | Path | None = None) -> keras.Model:
+    """Logit model. weights_dir=None: random init (layout from arch_dir's Lite0 file)."""
+    lite0 = LITE_FILES["lite0"]
+    trunk = build_efficientnet_lite(
+        Path(weights_dir) / lite0 if weights_dir else None, (size, size, 3), n_blocks=n_blocks, head=False,
+        name="student", arch_from=Path(arch_dir or weights_dir) / lite0,
+    )
+    x = layers.Conv2D(head_channels, 1, use_bias=False, name="student_head_conv")(trunk.output)
+    x = layers.BatchNormalization(epsilon=1e-3, name="student_head_bn")(x)
+    x = layers.ReLU(6.0)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.Dropout(dropout)(x)
+    logits = layers.Dense(2, name="logits")(x)
+    return keras.Model(trunk.input, logits, name="student")
+
+
+def with_softmax(logit_model: keras.Model) -> keras.Model:
+    """The deployable model: probabilities instead of logits."""
+    out = layers.Softmax(name="probabilities")(logit_model.output)
+    return keras.Model(logit_model.input, out, name="student_probs")
