@@ -24,7 +24,8 @@ class TrainConfig:
     student_blocks: int = 7  # Lite0 blocks kept (7 = up to the first 80-channel block)
     student_head: int = 256
     student_init: str = "imagenet"  # "imagenet" (Lite0 trunk) or "random"
-    epochs: int = 12
+    student_freeze: int = 3  # stem + this many first blocks frozen (CPU time; 0 = train all)
+    epochs: int = 6
     batch_size: int = 64
     lr: float = 2e-3
     # distillation (alpha=1 would be plain CE); the grid is tried on validation when kd_grid is on
@@ -72,7 +73,7 @@ PRESETS: dict[str, TrainConfig] = {
                                teacher_size=64, teacher_tiny=True),
     # CI smoke test: a few dozen images, tiny sizes, one epoch.
     "tiny": TrainConfig(preset="tiny", size=32, teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
-                        student_blocks=3, student_head=16, epochs=1, batch_size=16, n_boot=20),
+                        student_blocks=3, student_head=16, student_freeze=1, epochs=1, batch_size=16, n_boot=20),
 }
 
 

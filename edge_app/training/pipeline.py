@@ -145,7 +145,8 @@ def step_student(run: Run, kd: bool) -> None:
         for alpha, temp in grid:
             alpha, temp = float(alpha), float(temp)
             model = build_student(cfg.size, cfg.student_blocks, cfg.student_head,
-                                  weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None, arch_dir=run.weights_dir)
+                                  weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None, arch_dir=run.weights_dir,
+                                  freeze_blocks=cfg.student_freeze)
             run.log(f"{name}: alpha={alpha} T={temp}, {model.count_params():,} params, {cfg.epochs} epochs")
             model, hist = train_student(model, x_tr, y_tr, x_va, y_va, teacher, alpha=alpha, temperature=temp, epochs=cfg.epochs,
                                         batch_size=cfg.batch_size, lr=cfg.lr, sample_weight=sw, seed=cfg.seed, log=run.log)

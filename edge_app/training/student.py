@@ -16,13 +16,23 @@ from .backbones import LITE_FILES, build_efficientnet_lite
 
 
 def build_student(size: int, n_blocks: int = 7, head_channels: int = 256, dropout: float = 0.2,
-                  weights_dir: str | Path | None = None, arch_dir: str | Path | None = None) -> keras.Model:
-    """Logit model. weights_dir=None: random init (layout from arch_dir's Lite0 file)."""
+                  weights_dir: str | Path | None = None, arch_dir: str | Path | None = None,
+                  freeze_blocks: int = 0) -> keras.Model:
+    """Logit model. weights_dir=None: random init (layout from arch_dir's Lite0 file).
+
+    freeze_blocks > 0 freezes the stem and the first blocks (the full-resolution
+    layers, most of the training cost on a CPU); their BatchNorm runs in inference mode.
+    """
     lite0 = LITE_FILES["lite0"]
     trunk = build_efficientnet_lite(
         Path(weights_dir) / lite0 if weights_dir else None, (size, size, 3), n_blocks=n_blocks, head=False,
         name="student", arch_from=Path(arch_dir or weights_dir) / lite0,
     )
+    if freeze_blocks > 0:
+        frozen = ("student_stem",) + tuple(f"student_b{i}_" for i in range(freeze_blocks))
+        for layer in trunk.layers:
+            if layer.name.startswith(frozen):
+                layer.trainable = False
     x = layers.Conv2D(head_channels, 1, use_bias=False, name="student_head_conv")(trunk.output)
     x = layers.BatchNormalization(epsilon=1e-3, name="student_head_bn")(x)
     x = layers.ReLU(6.0)(x)

@@ -1,0 +1,205 @@
+"""The capture loop: the one thread that owns the camera.
+
+It keeps the latest frame and a low-rate JPEG preview for the UI, serves
+full-quality capture requests from other threads (a camera is not thread-safe),
+and when the camera disappears it reports the error and re-opens it with
+exponential backoff. A heartbeat, refreshed at least every `tick_s` even when
+idle, lets the service watchdog notice a hung camera driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..images import encode_jpeg
+from . import Camera, CameraError, CameraUnavailable
+
+log = logging.getLogger(__name__)
+
+PREVIEW_MAX_SIDE = 480
+
+
+class CaptureLoop:
+    def __init__(
+        self,
+        camera: Camera,
+        preview_fps: float = 4.0,
+        backoff_initial_s: float = 1.0,
+        backoff_max_s: float = 30.0,
+        tick_s: float = 0.5,
+    ) -> None:
+        self.camera = camera
+        self.preview_interval_s = 1.0 / preview_fps
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.tick_s = tick_s
+        self._requests: queue.Queue[Future] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._preview_jpeg: bytes | None = None
+        self._heartbeat = time.monotonic()
+        self._is_open = False
+        self._error: str | None = None
+        self._retry_at = 0.0
+        self._backoff_s = backoff_initial_s
+        self._reopens = 0
+        self.frames = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="capture-loop", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self._close_camera()
+        while not self._requests.empty():
+            self._requests.get_nowait().set_exception(CameraUnavailable("the app is shutting down"))
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def heartbeat_age_s(self) -> float:
+        return time.monotonic() - self._heartbeat
+
+    # ------------------------------------------------------------------ for other threads
+
+    @property
+    def has_camera(self) -> bool:
+        return self.camera.kind != "none"
+
+    def capture(self, timeout_s: float = 10.0) -> np.ndarray:
+        """A full-quality frame, taken on the loop thread. Raises CameraUnavailable."""
+        if not self.has_camera:
+            self.camera.capture()  # raises the source's own message
+        if not self.is_alive():
+            raise CameraUnavailable("the capture loop is not running")
+        with self._lock:
+            if not self._is_open:
+                raise CameraUnavailable(f"camera is not connected ({self._error or 'starting'}); "
+                                        "reconnecting automatically; upload an image meanwhile")
+        request: Future = Future()
+        self._requests.put(request)
+        try:
+            return request.result(timeout=timeout_s)
+        except TimeoutError:
+            request.cancel()
+            raise CameraUnavailable(f"camera did not deliver a frame within {timeout_s:.0f} s") from None
+
+    def preview_jpeg(self) -> bytes | None:
+        with self._lock:
+            return self._preview_jpeg
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            state = "none" if not self.has_camera else ("live" if self._is_open else "reconnecting")
+            out = self.camera.describe() | {"state": state, "error": self._error, "reopens": self._reopens, "frames": self.frames}
+            if state == "reconnecting":
+                out["retry_in_s"] = round(max(0.0, self._retry_at - time.monotonic()), 1)
+            return out
+
+    # ------------------------------------------------------------------ loop thread
+
+    def _run(self) -> None:
+        next_preview = 0.0
+        while not self._stop.is_set():
+            self._heartbeat = time.monotonic()
+            if not self.has_camera:
+                self._serve_requests(self.tick_s)
+                continue
+            if not self._is_open:
+                if time.monotonic() >= self._retry_at:
+                    self._try_open()
+                else:
+                    self._serve_requests(min(self.tick_s, max(0.01, self._retry_at - time.monotonic())))
+                continue
+            self._serve_requests(0)
+            now = time.monotonic()
+            if now >= next_preview:
+                next_preview = now + self.preview_interval_s
+                try:
+                    frame = self.camera.read()
+                except Exception as exc:  # noqa: BLE001 - any driver failure: report and reconnect
+                    self._lost(exc)
+                    continue
+                if frame is not None:
+                    self.frames += 1
+                    jpeg = encode_jpeg(_shrink(frame), quality=75)
+                    with self._lock:
+                        self._preview_jpeg = jpeg
+            self._serve_requests(min(self.tick_s, max(0.0, next_preview - time.monotonic())))
+
+    def _serve_requests(self, wait_s: float) -> None:
+        try:
+            request = self._requests.get(timeout=wait_s) if wait_s > 0 else self._requests.get_nowait()
+        except queue.Empty:
+            return
+        if not request.set_running_or_notify_cancel():
+            return
+        if not self._is_open and self.has_camera:
+            request.set_exception(CameraUnavailable(f"camera is not connected ({self._error})"))
+            return
+        try:
+            request.set_result(self.camera.capture())
+        except CameraUnavailable as exc:
+            request.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001
+            self._lost(exc)
+            request.set_exception(CameraUnavailable(f"camera failed during capture ({exc}); reconnecting"))
+
+    def _try_open(self) -> None:
+        try:
+            self.camera.open()
+        except Exception as exc:  # noqa: BLE001
+            with self._lock:
+                self._error = str(exc)
+                self._retry_at = time.monotonic() + self._backoff_s
+            log.warning("camera %s unavailable: %s (retry in %.0f s)", self.camera.kind, exc, self._backoff_s)
+            self._backoff_s = min(self._backoff_s * 2, self.backoff_max_s)
+            return
+        with self._lock:
+            self._is_open = True
+            self._error = None
+        self._backoff_s = self.backoff_initial_s
+        log.info("camera %s open: %s", self.camera.kind, self.camera.describe())
+
+    def _lost(self, exc: BaseException) -> None:
+        log.warning("camera %s lost: %s", self.camera.kind, exc)
+        self._close_camera()
+        with self._lock:
+            self._error = str(exc) if isinstance(exc, CameraError) else f"{type(exc).__name__}: {exc}"
+            self._preview_jpeg = None
+            self._reopens += 1
+            self._retry_at = time.monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, self.backoff_max_s)
+
+    def _close_camera(self) -> None:
+        with self._lock:
+            was_open, self._is_open = self._is_open, False
+        if was_open:
+            try:
+                self.camera.close()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("camera close failed: %s", exc)
+
+
+def _shrink(frame: np.ndarray) -> np.ndarray:
+    h, w = frame.shape[:2]
+    scale = PREVIEW_MAX_SIDE / max(h, w)
+    if scale >= 1.0:
+        return frame
+    return cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,221 @@
+"""The use case: frame -> quality gate -> preprocess + classify -> record.
+
+Screenings run one at a time on a single inference worker thread (the model
+and a 2-core Pi gain nothing from parallel inference); concurrent taps queue and
+each caller waits for its own result. `health()` / `is_healthy()` tell the
+systemd watchdog and `/healthz` whether the worker and the capture loop are alive
+and not stuck: each refreshes a heartbeat at least every `tick_s`, even idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from . import __version__
+from .camera.loop import CaptureLoop
+from .images import decode_image, encode_jpeg
+from .latency import LatencyStats
+from .quality import assess
+from .runtime import Classifier
+from .store import ScreeningRecord, ScreeningStore
+
+log = logging.getLogger(__name__)
+
+THUMB_SIDE = 160
+STALE_AFTER_S = 15.0  # a heartbeat older than this means a thread is stuck
+
+
+class QueueFull(RuntimeError):
+    """Too many screenings waiting (HTTP 503)."""
+
+
+@dataclass
+class _Job:
+    image: np.ndarray
+    source: str
+    operator: str
+    lesion_ref: str
+    corrects: str | None
+    queued_at: float
+    future: Future
+    extra_timings: dict[str, float]
+
+
+class ScreeningService:
+    def __init__(
+        self,
+        classifier: Classifier,
+        store: ScreeningStore,
+        capture_loop: CaptureLoop,
+        stats: LatencyStats | None = None,
+        max_queue: int = 16,
+        jpeg_quality: int = 92,
+        tick_s: float = 1.0,
+    ) -> None:
+        self.classifier = classifier
+        self.store = store
+        self.capture_loop = capture_loop
+        self.stats = stats or LatencyStats()
+        self.jpeg_quality = jpeg_quality
+        self.tick_s = tick_s
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_queue)
+        self._thread: threading.Thread | None = None
+        self._heartbeat = time.monotonic()
+        self._busy_since: float | None = None
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        self.capture_loop.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="inference-worker", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.capture_loop.stop()
+
+    # ------------------------------------------------------------------ use cases
+
+    def screen_upload(self, data: bytes, operator: str = "", lesion_ref: str = "", corrects: str | None = None,
+                      max_pixels: int | None = None) -> ScreeningRecord:
+        """Image file bytes -> stored record. Raises ImageDecodeError (nothing stored)."""
+        image = decode_image(data) if max_pixels is None else decode_image(data, max_pixels)
+        return self.screen(image, "upload", operator, lesion_ref, corrects)
+
+    def screen_capture(self, operator: str = "", lesion_ref: str = "", corrects: str | None = None) -> ScreeningRecord:
+        """Full-quality frame from the live camera -> stored record. Raises CameraUnavailable."""
+        start = time.perf_counter()
+        image = self.capture_loop.capture()
+        capture_ms = (time.perf_counter() - start) * 1000.0
+        return self.screen(image, self.capture_loop.camera.kind, operator, lesion_ref, corrects, {"capture": capture_ms})
+
+    def screen(self, image: np.ndarray, source: str, operator: str = "", lesion_ref: str = "",
+               corrects: str | None = None, extra_timings: dict[str, float] | None = None,
+               timeout_s: float = 60.0) -> ScreeningRecord:
+        """Queue one screening on the worker and wait for its own result."""
+        if corrects is not None and not self.store.exists(corrects):
+            from .store import RecordNotFound
+
+            raise RecordNotFound(corrects)
+        if not self.worker_alive():
+            raise RuntimeError("the inference worker is not running")
+        job = _Job(image, source, operator, lesion_ref, corrects, time.perf_counter(), Future(), dict(extra_timings or {}))
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            raise QueueFull("too many screenings waiting; try again in a moment") from None
+        return job.future.result(timeout=timeout_s)
+
+    # ------------------------------------------------------------------ worker
+
+    def _run(self) -> None:
+        while True:
+            self._heartbeat = time.monotonic()
+            try:
+                job = self._jobs.get(timeout=self.tick_s)
+            except queue.Empty:
+                continue
+            if job is None:
+                return
+            if not job.future.set_running_or_notify_cancel():
+                continue
+            self._busy_since = time.monotonic()
+            try:
+                job.future.set_result(self._process(job))
+            except BaseException as exc:  # noqa: BLE001 - delivered to the waiting request
+                log.exception("screening failed")
+                job.future.set_exception(exc)
+            finally:
+                self._busy_since = None
+
+    def _process(self, job: _Job) -> ScreeningRecord:
+        wait_ms = (time.perf_counter() - job.queued_at) * 1000.0
+        timings = {k: round(v, 3) for k, v in job.extra_timings.items()} | {"queue_wait": round(wait_ms, 3)}
+        t0 = time.perf_counter()
+        quality = assess(job.image)
+        quality_ms = (time.perf_counter() - t0) * 1000.0
+        result = self.classifier.classify(job.image).to_dict()
+        t1 = time.perf_counter()
+        jpeg = encode_jpeg(job.image, self.jpeg_quality)
+        thumb = encode_jpeg(_thumbnail(job.image), 80)
+        h, w = job.image.shape[:2]
+        timings |= result["timings_ms"] | {"quality": round(quality_ms, 3)}
+        record = self.store.append(
+            jpeg, thumb, width=w, height=h,
+            classification=result | {"timings_ms": timings},
+            quality_flags=quality.flags, quality_metrics=quality.metrics,
+            operator=job.operator, lesion_ref=job.lesion_ref, source=job.source, corrects=job.corrects,
+        )
+        # Storing happens after the row is written, so its time is reported but not part of the record.
+        record.timings_ms["store"] = round((time.perf_counter() - t1) * 1000.0, 3)
+        self.stats.add(record.timings_ms)
+        return record
+
+    def record_end_to_end(self, ms: float) -> None:
+        """Request-to-response time as seen by the web layer (includes capture and queueing)."""
+        self.stats.add({"end_to_end": ms})
+
+    # ------------------------------------------------------------------ health
+
+    def worker_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def health(self) -> dict[str, Any]:
+        """Everything /healthz and the watchdog need, with a reason for each failure."""
+        now = time.monotonic()
+        worker_age = now - self._heartbeat
+        busy_s = now - self._busy_since if self._busy_since is not None else 0.0
+        loop_age = self.capture_loop.heartbeat_age_s()
+        writable, store_reason = self.store.is_writable()
+        problems = []
+        if self.classifier is None:
+            problems.append("model not loaded")
+        if not writable:
+            problems.append(store_reason)
+        if not self.worker_alive():
+            problems.append("inference worker thread is not running")
+        elif worker_age > STALE_AFTER_S and busy_s > STALE_AFTER_S:
+            problems.append(f"inference worker stuck for {busy_s:.0f} s")
+        elif worker_age > STALE_AFTER_S and self._busy_since is None:
+            problems.append(f"inference worker heartbeat is {worker_age:.0f} s old")
+        if not self.capture_loop.is_alive():
+            problems.append("capture loop thread is not running")
+        elif loop_age > STALE_AFTER_S:
+            problems.append(f"capture loop heartbeat is {loop_age:.0f} s old (camera driver hung?)")
+        return {
+            "healthy": not problems,
+            "problems": problems,
+            "model_loaded": self.classifier is not None,
+            "store_writable": writable,
+            "worker_alive": self.worker_alive(),
+            "worker_heartbeat_age_s": round(worker_age, 2),
+            "capture_loop_alive": self.capture_loop.is_alive(),
+            "capture_loop_heartbeat_age_s": round(loop_age, 2),
+            "queued": self._jobs.qsize(),
+        }
+
+    def is_healthy(self) -> bool:
+        """For `notify.Watchdog`: model loaded, store writable, worker and capture loop alive and fresh."""
+        return bool(self.health()["healthy"])
+
+
+def _thumbnail(image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    scale = THUMB_SIDE / min(h, w)
+    if scale >= 1.0:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (first run) and start the DermaEdge screening app on http://127.0.0.1:8080.
+# Uses the best camera it finds (Pi camera > USB/OpenCV camera > upload only).
+# Extra arguments go to `edge-app serve`, e.g. ./run.sh --camera folder:/path/to/images
+set -euo pipefail
+cd "$(dirname "$0")"
+source scripts/venv.sh
+ensure_venv pi
+exec "$VENV/bin/edge-app" serve --camera auto "$@"
