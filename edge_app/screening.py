@@ -26,7 +26,7 @@ from .images import decode_image, encode_jpeg
 from .latency import LatencyStats
 from .quality import assess
 from .runtime import Classifier
-from .store import ScreeningRecord, ScreeningStore
+from .store import RecordNotFound, ScreeningRecord, ScreeningStore
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,6 @@ class ScreeningService:
                timeout_s: float = 60.0) -> ScreeningRecord:
         """Queue one screening on the worker and wait for its own result."""
         if corrects is not None and not self.store.exists(corrects):
-            from .store import RecordNotFound
-
             raise RecordNotFound(corrects)
         if not self.worker_alive():
             raise RuntimeError("the inference worker is not running")
