@@ -95,10 +95,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             return float(value)
         if kind == "Path":
             if not isinstance(value, (str, Path)) or not str(value).strip():
-                raise ValueError
+                raise TypeError
             return Path(os.path.expanduser(str(value)))
         if not isinstance(value, str):
-            raise ValueError
+            raise TypeError
         return value.strip()
     except (TypeError, ValueError):
         expected = {"int": "a whole number", "float": "a number", "Path": "a path"}.get(kind, "a string")
@@ -158,7 +158,7 @@ def load_settings(
 
 
 def validate(s: Settings) -> None:
-    from .camera import parse_camera_spec, CameraError
+    from .camera import CameraError, parse_camera_spec
 
     if not 1 <= s.port <= 65535:
         raise ConfigError(f"port must be 1..65535, got {s.port}")

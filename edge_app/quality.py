@@ -20,6 +20,14 @@ FLAG_MESSAGES = {
     "no_lesion": "No lesion-like region found: centre the lesion in the frame, then retake.",
 }
 
+# One short line each for the result card (the messages above go to the API and the detail page).
+FLAG_HINTS = {
+    "too_dark": "too dark, add light",
+    "too_bright": "over-exposed, reduce glare",
+    "blurry": "blurry, hold still and refocus",
+    "no_lesion": "no lesion found, centre it",
+}
+
 
 @dataclass(frozen=True)
 class QualityThresholds:

@@ -20,7 +20,6 @@ from typing import Any
 import cv2
 import numpy as np
 
-from . import __version__
 from .camera.loop import CaptureLoop
 from .images import decode_image, encode_jpeg
 from .latency import LatencyStats
@@ -134,7 +133,7 @@ class ScreeningService:
             self._busy_since = time.monotonic()
             try:
                 job.future.set_result(self._process(job))
-            except BaseException as exc:  # noqa: BLE001 - delivered to the waiting request
+            except BaseException as exc:
                 log.exception("screening failed")
                 job.future.set_exception(exc)
             finally:

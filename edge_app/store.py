@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from hashlib import sha256
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ DB_NAME = "screenings.sqlite3"
 IMAGES = "images"
 SCHEMA_VERSION = 1
 MIN_FREE_BYTES = 50 * 1024 * 1024
+RETENTION_EVERY_S = 3600.0  # retention also runs at start
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -196,6 +197,7 @@ class ScreeningStore:
             raise StoreError(f"database {self.db_path} cannot be opened ({exc}); check the disk and permissions") from None
         self.recovered = self.recover()
         self.apply_retention()
+        self._retention_at = time.monotonic()
 
     def close(self) -> None:
         with self._lock:
@@ -222,7 +224,7 @@ class ScreeningStore:
         if corrects is not None and not self.exists(corrects):
             raise RecordNotFound(corrects)
         record_id = new_record_id()
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         rel = Path(IMAGES) / now.strftime("%Y-%m-%d") / f"{record_id}.jpg"
         path = self.data_dir / rel
         write_atomic(path, jpeg)
@@ -265,6 +267,9 @@ class ScreeningStore:
             path.unlink(missing_ok=True)
             path.with_suffix(".thumb.jpg").unlink(missing_ok=True)
             raise
+        if time.monotonic() - self._retention_at > RETENTION_EVERY_S:
+            self._retention_at = time.monotonic()
+            self.apply_retention()
         return record
 
     # ------------------------------------------------------------------ reading
@@ -412,7 +417,7 @@ class ScreeningStore:
         doomed: list[sqlite3.Row] = []
         with self._lock:
             if self.retention_days:
-                cutoff = datetime.fromtimestamp(time.time() - self.retention_days * 86400, timezone.utc)
+                cutoff = datetime.fromtimestamp(time.time() - self.retention_days * 86400, UTC)
                 stamp = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
                 doomed += self._db.execute("SELECT seq, image_path FROM screenings WHERE timestamp < ?", (stamp,)).fetchall()
             if self.retention_gb:

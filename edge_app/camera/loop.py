@@ -41,7 +41,7 @@ class CaptureLoop:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.tick_s = tick_s
-        self._requests: queue.Queue[Future] = queue.Queue()
+        self._requests: queue.Queue[Future | None] = queue.Queue()  # None wakes the loop to stop
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -63,12 +63,15 @@ class CaptureLoop:
 
     def stop(self) -> None:
         self._stop.set()
+        self._requests.put(None)
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
         self._close_camera()
         while not self._requests.empty():
-            self._requests.get_nowait().set_exception(CameraUnavailable("the app is shutting down"))
+            request = self._requests.get_nowait()
+            if request is not None and request.set_running_or_notify_cancel():
+                request.set_exception(CameraUnavailable("the app is shutting down"))
 
     def is_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -148,7 +151,7 @@ class CaptureLoop:
             request = self._requests.get(timeout=wait_s) if wait_s > 0 else self._requests.get_nowait()
         except queue.Empty:
             return
-        if not request.set_running_or_notify_cancel():
+        if request is None or not request.set_running_or_notify_cancel():
             return
         if not self._is_open and self.has_camera:
             request.set_exception(CameraUnavailable(f"camera is not connected ({self._error})"))

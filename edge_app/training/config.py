@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 
@@ -16,7 +16,7 @@ class TrainConfig:
     # teacher: pooled features of frozen backbones, cached once; heads on top
     teacher_family: str = "lite"  # "lite" (../shared/weights) or "paper" (keras.applications)
     teacher_backbones: tuple[str, ...] = ("lite0", "lite1", "lite2")
-    teacher_size: int = 192  # backbone input: the cached 128 px tensor resized to this
+    teacher_size: int = 160  # backbone input: the cached 128 px tensor resized to this
     teacher_views: int = 1  # augmented views of each training image (1 = the original only)
     teacher_tiny: bool = False  # paper family: reduced members (smoke tests)
     head_epochs: int = 60
@@ -72,7 +72,7 @@ PRESETS: dict[str, TrainConfig] = {
     "paper-small": TrainConfig(preset="paper-small", teacher_family="paper", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
                                teacher_size=64, teacher_tiny=True),
     # CI smoke test: a few dozen images, tiny sizes, one epoch.
-    "tiny": TrainConfig(preset="tiny", size=32, teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
+    "tiny": TrainConfig(preset="tiny", size=32, split_fractions=(0.5, 0.25, 0.25), teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
                         student_blocks=3, student_head=16, student_freeze=1, epochs=1, batch_size=16, n_boot=20),
 }
 

@@ -5,8 +5,8 @@ sees both (backend-agnostic, keras.ops only):
 
     loss = alpha * CE(y, student) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))
 
-alpha = 1 is plain cross-entropy (the "no KD" student). Class imbalance: the
-CE term is weighted per sample by inverse class frequency (`data.class_weights`).
+alpha = 1 is plain cross-entropy (the "no KD" student). Class imbalance: each
+sample's loss is weighted by inverse class frequency (`data.class_weights`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import SELFTEST_PATTERNS, SELFTEST_TOLERANCE, Manifest, sha256_file, selftest_input
+from ..manifest import SELFTEST_PATTERNS, SELFTEST_TOLERANCE, Manifest, selftest_input, sha256_file
 from ..preprocess import Preprocessor
 
 LABELS = ["benign", "malignant"]
@@ -75,7 +75,7 @@ def export_student(
         provenance=provenance or {},
         metrics=metrics or {},
         training_command=training_command,
-        created_at=_dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        created_at=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
     )
     manifest.save(out_path.with_suffix(".json"))
     # Verify through the device path: raises ModelError if the self-test fails.

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ..preprocess import PreprocessParams, Preprocessor
+from ..preprocess import Preprocessor, PreprocessParams
 from .config import TrainConfig
 from .data import SPLITS, Table, class_weights, describe_split, load_table, preprocess_table, split_table, write_table
 
@@ -169,5 +169,263 @@ def load_student(run: Run, name: str):
     return model
 
 
-def command_line() -> str:
-    return "edge-train " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+def command_line(argv: list[str] | None = None) -> str:
+    return "edge-train " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+
+
+# ------------------------------------------------------------------ 3. teacher
+
+
+def step_teacher(run: Run) -> None:
+    """Frozen backbone features (cached) -> per-backbone heads -> fusion (logit average vs concat+MLP, on val)."""
+    import keras
+
+    from ..metrics import roc_auc
+    from .teacher import (
+        cached_features,
+        feature_extractor,
+        fit_linear,
+        linear_logits,
+        malignant_from_logits,
+        mlp_logits,
+        out_of_fold,
+    )
+
+    cfg = run.cfg
+    with timed(run, "teacher"):
+        y = {s: run.labels(s) for s in SPLITS}
+        groups = np.array(run.splits()["train"].groups)
+        feats: dict[str, dict[str, np.ndarray]] = {}
+        for which in cfg.teacher_backbones:
+            t0 = time.perf_counter()
+            ext = feature_extractor(cfg.teacher_family, which, cfg.teacher_size, cfg.size, run.weights_dir, run.paper_weights, cfg.teacher_tiny)
+            feats[which] = {}
+            for s in SPLITS:
+                key = "|".join([cfg.teacher_family, which, str(cfg.teacher_size), str(cfg.teacher_tiny), str(run.paper_weights),
+                                json.dumps(run.preprocessor.describe(), sort_keys=True)] + [r["file"] for r in run.splits()[s].rows])
+                feats[which][s] = cached_features(ext, run.tensors(s), key, run.cache_dir, desc=f"{which} {s}")
+            run.log(f"{which}: features {feats[which]['train'].shape[1]}-d at {cfg.teacher_size}px in {time.perf_counter() - t0:.0f} s")
+            keras.backend.clear_session()
+
+        results, logits = {}, {}
+        # per-backbone linear heads
+        for which in cfg.teacher_backbones:
+            f = feats[which]
+            C = fit_linear(f["train"], y["train"], f["val"], y["val"])
+            fp = lambda a, b, ev, C=C: linear_logits(a, b, ev, C)
+            va, te = fp(f["train"], y["train"], [f["val"], f["test"]])
+            logits[which] = {"val": va, "test": te, "train": out_of_fold(fp, f["train"], y["train"], groups, seed=cfg.seed)}
+            results[which] = {"C": C, "val_auc": roc_auc(y["val"], malignant_from_logits(va))}
+            run.log(f"{which}: val AUC {results[which]['val_auc']:.4f} (C={C})")
+        # fusion 1: logit averaging
+        avg = {s: np.mean([logits[w][s] for w in cfg.teacher_backbones], axis=0) for s in ("train", "val", "test")}
+        results["logit_avg"] = {"val_auc": roc_auc(y["val"], malignant_from_logits(avg["val"]))}
+        # fusion 2: concat + MLP
+        cat = {s: np.concatenate([feats[w][s] for w in cfg.teacher_backbones], axis=1) for s in SPLITS}
+        fp = lambda a, b, ev: mlp_logits(a, b, ev, epochs=cfg.head_epochs, seed=cfg.seed)
+        va, te = fp(cat["train"], y["train"], [cat["val"], cat["test"]])
+        mlp = {"val": va, "test": te, "train": out_of_fold(fp, cat["train"], y["train"], groups, seed=cfg.seed)}
+        results["concat_mlp"] = {"val_auc": roc_auc(y["val"], malignant_from_logits(va))}
+        run.log(f"fusion: logit_avg val AUC {results['logit_avg']['val_auc']:.4f}, concat_mlp {results['concat_mlp']['val_auc']:.4f}")
+        chosen = "concat_mlp" if results["concat_mlp"]["val_auc"] > results["logit_avg"]["val_auc"] else "logit_avg"
+        teacher = mlp if chosen == "concat_mlp" else avg
+        np.savez(run.run_dir / "teacher_logits.npz", **teacher)
+        probs = {f"{w}_{s}": malignant_from_logits(logits[w][s]) for w in cfg.teacher_backbones for s in ("val", "test")}
+        probs.update({f"{k}_{s}": malignant_from_logits(v[s]) for k, v in (("logit_avg", avg), ("concat_mlp", mlp)) for s in ("val", "test")})
+        probs.update({f"teacher_{s}": malignant_from_logits(teacher[s]) for s in ("val", "test")})
+        np.savez(run.run_dir / "teacher_probs.npz", **probs)
+        run.record("teacher", {"family": cfg.teacher_family, "backbones": list(cfg.teacher_backbones), "size": cfg.teacher_size,
+                               "heads": results, "fusion": chosen,
+                               "train_logits": "out-of-fold (5 lesion-grouped folds)"})
+
+
+# ------------------------------------------------------------------ 5. export (+ 6. threshold)
+
+
+def _student_names(run: Run) -> list[str]:
+    return [n for n in ("student_ce", "student_kd") if (run.run_dir / f"{n}.weights.h5").is_file()]
+
+
+def step_export(run: Run) -> None:
+    """Better student on validation -> fp16 TFLite + manifest; threshold chosen on validation only."""
+    from ..metrics import choose_threshold, evaluate, roc_auc
+    from ..runtime import Classifier
+    from .export import export_student
+    from .student import with_softmax
+
+    cfg = run.cfg
+    with timed(run, "export"):
+        m = run.metrics()
+        names = _student_names(run)
+        shipped = max(names, key=lambda n: m[n]["best_val_auc"])
+        model = with_softmax(load_student(run, shipped))
+        x_va, y_va = run.tensors("val"), run.labels("val")
+        p32 = np.asarray(model.predict(x_va, batch_size=128, verbose=0), np.float64)
+        thr = choose_threshold(y_va, p32[:, 1], cfg.min_sensitivity)
+        rule = f"highest specificity with sensitivity >= {cfg.min_sensitivity:.2f} on the lesion-grouped validation split (fp16 model, device runtime)"
+        out = run.models_dir / "student_fp16.tflite"
+        split_info = m.get("split", {})
+        provenance = {
+            "dataset": str(run.data), "labels_csv": "labels.csv",
+            "split": {"grouped_by": split_info.get("grouped_by"), "seed": cfg.split_seed, "fractions": list(cfg.split_fractions),
+                      "counts": split_info.get("counts"), "val_csv": "models/splits/val.csv", "test_csv": "models/splits/test.csv"},
+            "student": {"source": shipped, "init": "ImageNet EfficientNet-Lite0 trunk" if cfg.student_init == "imagenet" else "random",
+                        "blocks": cfg.student_blocks, "params": m[shipped]["params"]},
+            "teacher": {k: m.get("teacher", {}).get(k) for k in ("family", "backbones", "fusion", "size")},
+            "class_imbalance": "inverse-frequency per-sample loss weights",
+            "preset": cfg.preset,
+        }
+        val_metrics = None
+        for _ in range(2):  # export; if the fp16 model's own validation threshold differs, export again with it
+            manifest = export_student(model, out, run.preprocessor, thr, rule, version=f"{cfg.preset}-{time.strftime('%Y%m%d')}",
+                                      provenance=provenance, metrics={"val": val_metrics} if val_metrics else {}, training_command=run.command)
+            clf = Classifier(out)
+            p16 = clf.predict(x_va)[:, 1].astype(np.float64)
+            thr16 = choose_threshold(y_va, p16, cfg.min_sensitivity)
+            val_metrics = evaluate(y_va, p16, thr16, n_boot=cfg.n_boot)
+            if abs(thr16 - thr) < 1e-9:
+                break
+            thr = thr16
+        manifest = export_student(model, out, run.preprocessor, thr, rule, version=manifest.version, provenance=provenance,
+                                  metrics={"val": val_metrics}, training_command=run.command)
+        for s in ("val", "test"):
+            write_table(run.splits()[s], run.models_dir / "splits" / f"{s}.csv")
+        info = {"shipped": shipped, "threshold": thr, "size_bytes": out.stat().st_size, "sha256": manifest.sha256,
+                "val_keras_fp32_auc": roc_auc(y_va, p32[:, 1]), "val_tflite_fp16_auc": roc_auc(y_va, p16),
+                "val_max_abs_diff_keras_vs_tflite": float(np.max(np.abs(p32[:, 1] - p16))),
+                "val_fp16": val_metrics}
+        run.record("export", info)
+        run.log(f"shipped {shipped}: {out} ({info['size_bytes'] / 1024:.1f} KiB), threshold {thr:.4f}, "
+                f"val AUC fp32 {info['val_keras_fp32_auc']:.4f} / fp16 {info['val_tflite_fp16_auc']:.4f}, max |diff| {info['val_max_abs_diff_keras_vs_tflite']:.2e}")
+
+
+# ------------------------------------------------------------------ 7. evaluation on the test split
+
+
+SHIFTS = {
+    "upscale_x2": lambda im: _resize(im, 2.0),
+    "upscale_x3": lambda im: _resize(im, 3.0),
+    "downscale_x0.5": lambda im: _resize(im, 0.5),
+    "tighter_crop_70pct": lambda im: _central(im, 0.70),
+    "looser_crop_pad20pct": lambda im: _pad(im, 0.20),
+    "jpeg_q50": lambda im: _jpeg(im, 50),
+    "colour_cast_warm": lambda im: _cast(im, (0.85, 1.0, 1.15)),
+    "colour_cast_cool": lambda im: _cast(im, (1.15, 1.0, 0.85)),
+}
+
+
+def _resize(im, f):
+    import cv2
+
+    h, w = im.shape[:2]
+    return cv2.resize(im, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA)
+
+
+def _central(im, frac):
+    h, w = im.shape[:2]
+    dh, dw = int(h * (1 - frac) / 2), int(w * (1 - frac) / 2)
+    return im[dh : h - dh, dw : w - dw]
+
+
+def _pad(im, frac):
+    """A wider field of view: the image shrunk inside a border of mirrored skin."""
+    import cv2
+
+    h, w = im.shape[:2]
+    return cv2.copyMakeBorder(im, int(h * frac), int(h * frac), int(w * frac), int(w * frac), cv2.BORDER_REFLECT_101)
+
+
+def _jpeg(im, q):
+    import cv2
+
+    _, buf = cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, q])
+    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+
+def _cast(im, gains_bgr):
+    return np.clip(im.astype(np.float32) * np.array(gains_bgr, np.float32), 0, 255).astype(np.uint8)
+
+
+def device_probs(clf, table: Table, root: Path, preprocessor: Preprocessor | None = None, transform=None, desc: str = "") -> np.ndarray:
+    """Malignant probability of each image through the device path (decode -> preprocess -> fp16 TFLite)."""
+    from tqdm import tqdm
+
+    from ..images import read_image
+
+    pre = preprocessor or clf.preprocessor
+    out = np.empty(len(table), np.float64)
+    for i, r in enumerate(tqdm(table.rows, desc=desc, unit="img", mininterval=5.0)):
+        im = read_image(root / r["file"], min_side=clf.decode_min_side)
+        if transform is not None:
+            im = transform(im)
+        out[i] = clf.predict(pre(im))[0, clf.positive_index]
+    return out
+
+
+def step_evaluate(run: Run) -> None:
+    """Test split (used for nothing else): comparison table, preprocessing ablation, shifts, plots."""
+    from ..metrics import choose_threshold, evaluate, operating_point, roc_auc
+    from ..runtime import Classifier
+    from .plots import save_plots
+
+    cfg = run.cfg
+    with timed(run, "evaluate"):
+        y_va, y_te = run.labels("val"), run.labels("test")
+        test = run.splits()["test"]
+        clf = Classifier(run.models_dir / "student_fp16.tflite")
+        thr = float(clf.manifest.threshold)
+        p16 = device_probs(clf, test, run.data, desc="test (device path)")
+        shipped = evaluate(y_te, p16, thr, n_boot=cfg.n_boot)
+        run.log(f"test, shipped fp16 (device path): AUC {shipped['auc']['value']:.4f} sens {shipped['sensitivity']['value']:.3f} "
+                f"spec {shipped['specificity']['value']:.3f} at {thr:.4f}")
+
+        # comparison table: every model at its own validation-chosen threshold
+        rows: dict[str, dict] = {}
+        val_test: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        tp = run.run_dir / "teacher_probs.npz"
+        if tp.is_file():
+            t = np.load(tp)
+            for key in list(cfg.teacher_backbones) + ["logit_avg", "concat_mlp", "teacher"]:
+                val_test[f"teacher:{key}" if key != "teacher" else "teacher (chosen fusion)"] = (t[f"{key}_val"], t[f"{key}_test"])
+        for name in _student_names(run):
+            p = np.load(run.run_dir / f"{name}_probs.npz")
+            val_test[f"{name} (Keras fp32)"] = (p["val"], p["test"])
+        for label, (pv, pt) in val_test.items():
+            rows[label] = evaluate(y_te, pt, choose_threshold(y_va, pv, cfg.min_sensitivity), n_boot=cfg.n_boot)
+        rows["shipped student fp16 (TFLite, device path)"] = shipped
+        run.record("test", {"shipped": shipped, "table": rows, "threshold": thr})
+
+        # preprocessing ablation: inference-time (the shipped model, one stage disabled at a time)
+        base = clf.preprocessor
+        ablation = {"none (full pipeline)": {"auc": shipped["auc"]["value"], **{k: shipped[k]["value"] for k in ("sensitivity", "specificity", "balanced_accuracy")}}}
+        for stage in ("crop", "dehair", "denoise", "contrast", "normalize"):
+            p = device_probs(clf, test, run.data, preprocessor=base.with_disabled(stage), desc=f"test without {stage}")
+            op = operating_point(y_te, p, thr)
+            ablation[f"without {stage}"] = {"auc": roc_auc(y_te, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}
+            run.log(f"ablation without {stage}: AUC {ablation[f'without {stage}']['auc']:.4f}")
+        run.record("ablation", {"kind": "inference-time (shipped model, stage disabled at test time; not retrained)", "rows": ablation})
+
+        # robustness: shifts applied to the decoded image before the pipeline, shipped threshold
+        shifts = {"none": ablation["none (full pipeline)"]}
+        for name, fn in SHIFTS.items():
+            p = device_probs(clf, test, run.data, transform=fn, desc=name)
+            op = operating_point(y_te, p, thr)
+            shifts[name] = {"auc": roc_auc(y_te, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}
+            run.log(f"shift {name}: AUC {shifts[name]['auc']:.4f} sens {op['sensitivity']:.3f} spec {op['specificity']:.3f}")
+        run.record("shifts", shifts)
+
+        # plots
+        curves = {"shipped student fp16": p16}
+        if "teacher (chosen fusion)" in val_test:
+            curves["teacher"] = val_test["teacher (chosen fusion)"][1]
+        save_plots(run.models_dir, y_te, curves, p16, thr)
+        np.savez(run.run_dir / "test_probs.npz", y=y_te, shipped_fp16=p16)
+
+
+# ------------------------------------------------------------------ 8. model card
+
+
+def step_card(run: Run) -> None:
+    from .card import step_card_impl
+
+    step_card_impl(run)

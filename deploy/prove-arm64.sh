@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Prove the Raspberry Pi install path on an x86_64 Debian machine, without a Pi:
+#
+#   1. build an arm64 Debian root (debootstrap --foreign + qemu-user-static via binfmt_misc),
+#   2. build the edge-app wheel from this checkout,
+#   3. run deploy/install.sh inside that root (real useradd, venv with
+#      --system-site-packages, pip with the `pi` extra pinned to the OS NumPy,
+#      systemctl enable offline),
+#   4. run `edge-app classify` on a generated image with the shipped model
+#      through the aarch64 ai-edge-litert wheel, under emulation.
+#
+# Not part of CI (downloads ~100 MB of .debs and wheels, several minutes under qemu).
+# Run as root:  deploy/prove-arm64.sh            (SUITE=trixie for Debian 13 / Python 3.13)
+# Needs: apt-get install qemu-user-static binfmt-support debootstrap
+# What it cannot prove: python3-picamera2 and libcamera come from the Raspberry Pi
+# archive (archive.raspberrypi.com), so they are not in this root; the camera path
+# is exercised on a Pi only.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SUITE=${SUITE:-bookworm}
+MIRROR=${MIRROR:-http://deb.debian.org/debian}
+WORK=${WORK:-/var/tmp/edge-app-arm64}
+TARGET=$WORK/root-$SUITE
+MODEL=${MODEL:-$REPO/models/student_fp16.tflite}
+HOST_PYTHON=${HOST_PYTHON:-$REPO/.venv/bin/python}
+
+step() { printf '\n### %s  [%s]\n' "$*" "$(date -u +%H:%M:%S)"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (debootstrap and chroot)"
+for tool in debootstrap chroot; do
+    command -v "$tool" >/dev/null || die "$tool missing: apt-get install qemu-user-static binfmt-support debootstrap"
+done
+
+step "binfmt_misc: can this kernel run aarch64 binaries through qemu?"
+if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc \
+        || die "cannot mount binfmt_misc (container without the privilege): arm64 emulation impossible here"
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+    update-binfmts --enable qemu-aarch64 || die "cannot register qemu-aarch64 with binfmt_misc"
+fi
+grep -E '^(enabled|interpreter|flags)' /proc/sys/fs/binfmt_misc/qemu-aarch64
+
+if [ ! -f "$MODEL" ]; then
+    printf 'NOTE: %s not found; using the test model tests/fixtures/tiny_fp16.tflite instead\n' "$MODEL"
+    MODEL=$REPO/tests/fixtures/tiny_fp16.tflite
+fi
+MODEL_JSON=${MODEL%.tflite}.json
+
+step "arm64 Debian $SUITE root in $TARGET"
+mkdir -p "$WORK"
+if [ -x "$TARGET/usr/bin/python3" ] && [ ! -d "$TARGET/debootstrap" ]; then
+    echo "reusing $TARGET"
+else
+    debootstrap --arch=arm64 --variant=minbase --foreign \
+        --include=python3,python3-venv,python3-numpy,ca-certificates,systemd \
+        "$SUITE" "$TARGET" "$MIRROR"
+    chroot "$TARGET" /debootstrap/debootstrap --second-stage
+fi
+
+step "wheel from this checkout (tracked + untracked, not ignored)"
+rm -rf "$WORK/src" "$WORK/dist"
+mkdir -p "$WORK/src" "$WORK/dist"
+git -C "$REPO" ls-files -z --cached --others --exclude-standard \
+    | (cd "$REPO" && tar --null --ignore-failed-read -T - -cf -) | tar -x -C "$WORK/src"
+"$HOST_PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
+WHEEL=$(ls "$WORK"/dist/edge_app-*.whl)
+ls -l "$WHEEL"
+
+step "stage installer, units, wheel and model inside the root"
+STAGE=/tmp/edge-app-src
+rm -rf "$TARGET$STAGE"
+mkdir -p "$TARGET$STAGE/models"
+cp -r "$REPO/deploy" "$REPO/systemd" "$TARGET$STAGE/"
+cp "$WHEEL" "$TARGET$STAGE/"
+cp "$MODEL" "$TARGET$STAGE/models/student_fp16.tflite"
+cp "$MODEL_JSON" "$TARGET$STAGE/models/student_fp16.json"
+cp /etc/resolv.conf "$TARGET/etc/resolv.conf"
+# This sandbox reaches PyPI through the host's CA bundle; a Pi uses pip's own.
+cp /etc/ssl/certs/ca-certificates.crt "$TARGET/etc/ssl/certs/host-ca-bundle.crt"
+
+mounts=()
+cleanup() {
+    local m
+    for m in "${mounts[@]}"; do umount -l "$m" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+for m in proc sys dev; do
+    mount --bind "/$m" "$TARGET/$m"
+    mounts+=("$TARGET/$m")
+done
+
+in_root() {
+    chroot "$TARGET" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+        HOME=/root LANG=C.UTF-8 PIP_CONFIG_FILE=/dev/null PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt \
+        PIP_DEFAULT_TIMEOUT=180 "$@"
+}
+
+step "inside the root: what machine is this?"
+# shellcheck disable=SC2016  # expanded by the shell inside the root
+in_root /bin/sh -c 'uname -m; . /etc/os-release; echo "$PRETTY_NAME"; python3 --version; python3 -c "import numpy; print(\"OS numpy\", numpy.__version__, numpy.__file__)"'
+
+step "deploy/install.sh inside the arm64 root (--no-apt: base packages came with debootstrap; python3-picamera2 is Raspberry Pi archive only)"
+in_root bash "$STAGE/deploy/install.sh" --no-apt --no-start \
+    --wheel "$STAGE/$(basename "$WHEEL")" --model "$STAGE/models/student_fp16.tflite"
+
+step "result of the install"
+# shellcheck disable=SC2016  # expanded by the shell inside the root
+in_root /bin/sh -c '
+set -e
+id edge-app
+systemctl is-enabled edge-app.service
+ls -l /etc/edge-app /opt/edge-app /opt/edge-app/models
+cat /opt/edge-app/constraints.txt
+echo "--- packages inside the venv (NumPy must not be among them):"
+/opt/edge-app/venv/bin/python -m pip list --path "$(/opt/edge-app/venv/bin/python -c "import sysconfig; print(sysconfig.get_paths()[\"purelib\"])")"
+/opt/edge-app/venv/bin/python -c "import numpy, ai_edge_litert, platform; print(platform.machine(), \"numpy\", numpy.__version__, numpy.__file__); print(\"ai_edge_litert\", ai_edge_litert.__file__)"
+'
+
+# LiteRT's CPU detection (cpuinfo) parses /proc/cpuinfo and /sys/devices/system/cpu; under
+# qemu-user those are the x86_64 host's, and it crashes (SIGSEGV in Interpreter()). Without
+# them it logs "Error in cpuinfo: failed to parse ..." and falls back to defaults. A Pi has
+# its own aarch64 /proc, so only the emulation needs this.
+step "unmount /proc and /sys (qemu-user shows the host's CPU there, which crashes LiteRT's cpuinfo)"
+cleanup
+mounts=("$TARGET/dev")
+mount --bind /dev "$TARGET/dev"
+
+step "edge-app classify on a generated image, shipped model, aarch64 LiteRT under qemu"
+in_root /opt/edge-app/venv/bin/python -c '
+import numpy as np
+from PIL import Image
+rng = np.random.default_rng(0)
+yy, xx = np.mgrid[0:480, 0:640]
+skin = np.array([205, 160, 140], float)
+lesion = ((yy - 240) ** 2 + (xx - 320) ** 2) < 110 ** 2
+img = np.where(lesion[..., None], skin * 0.45, skin) + rng.normal(0, 6, (480, 640, 3))
+Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save("/tmp/lesion.png")
+print("wrote /tmp/lesion.png")'
+time in_root /opt/edge-app/venv/bin/edge-app classify /tmp/lesion.png \
+    --model /opt/edge-app/models/student_fp16.tflite --json
+
+step "arm64 proof finished"

@@ -1,0 +1,117 @@
+"""The teacher: frozen backbones' pooled features (cached once), a head per
+backbone, and a fusion of the three, chosen on validation:
+
+- "logit_avg": average of the per-backbone heads' logits (linear probes,
+  logistic regression on standardised features, C picked on validation);
+- "concat_mlp": the three feature vectors concatenated, one MLP head (Keras).
+
+Teacher logits for the training images are out-of-fold (5 lesion-grouped
+folds), so the student is distilled from predictions the teacher did not fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+
+def feature_extractor(family: str, which: str, size: int, input_size: int, weights_dir=None, paper_weights=None, tiny=False):
+    """Cached-tensor (input_size px) -> resize to the backbone's size -> pooled features."""
+    from .backbones import lite_feature_extractor, paper_feature_extractor
+
+    base = (lite_feature_extractor(weights_dir, which, size) if family == "lite"
+            else paper_feature_extractor(which, size, paper_weights, tiny=tiny))
+    inp = keras.Input((input_size, input_size, 3))
+    x = inp if size == input_size else layers.Resizing(size, size, interpolation="bilinear")(inp)
+    model = keras.Model(inp, base(x), name=f"{which}_at_{size}")
+    model.trainable = False
+    return model
+
+
+def cached_features(extractor, x: np.ndarray, key: str, cache_dir: Path | None, batch_size: int = 32, desc: str = "") -> np.ndarray:
+    path = None
+    if cache_dir is not None:
+        h = hashlib.sha256(key.encode()).hexdigest()[:16]
+        path = Path(cache_dir) / f"feat_{h}.npy"
+        if path.is_file():
+            return np.load(path)
+    from tqdm import tqdm
+
+    chunks = []
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", mininterval=5.0):
+        chunks.append(np.asarray(extractor.predict_on_batch(x[i : i + batch_size]), np.float32))
+    f = np.concatenate(chunks)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, f)
+    return f
+
+
+def _logit2(d: np.ndarray) -> np.ndarray:
+    """Binary decision value -> two-class logits (0, d): softmax gives sigmoid(d)."""
+    return np.stack([np.zeros_like(d), d], axis=1).astype(np.float32)
+
+
+def fit_linear(f_tr, y_tr, f_va, y_va, Cs=(0.003, 0.01, 0.03, 0.1)):
+    """Standardise + class-balanced logistic regression, C chosen on validation AUC."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    best = None
+    for C in Cs:
+        clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
+        clf.fit(f_tr, y_tr)
+        auc = roc_auc_score(y_va, clf.decision_function(f_va))
+        if best is None or auc > best[1]:
+            best = (C, auc)
+    return best[0]
+
+
+def linear_logits(f_tr, y_tr, f_eval: list[np.ndarray], C: float) -> list[np.ndarray]:
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
+    clf.fit(f_tr, y_tr)
+    return [_logit2(clf.decision_function(f)) for f in f_eval]
+
+
+def mlp_logits(f_tr, y_tr, f_eval: list[np.ndarray], epochs: int = 60, seed: int = 0) -> list[np.ndarray]:
+    """Concatenated features -> standardise -> Dense(256) -> Dropout -> Dense(2) logits (Keras)."""
+    keras.utils.set_random_seed(seed)
+    mu, sd = f_tr.mean(0), f_tr.std(0) + 1e-6
+    norm = lambda f: ((f - mu) / sd).astype(np.float32)
+    inp = keras.Input((f_tr.shape[1],))
+    x = layers.Dropout(0.3)(inp)
+    x = layers.Dense(256, activation="relu", kernel_regularizer=keras.regularizers.L2(1e-3))(x)
+    x = layers.Dropout(0.5)(x)
+    out = layers.Dense(2)(x)
+    model = keras.Model(inp, out)
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.CategoricalCrossentropy(from_logits=True))
+    n = np.bincount(y_tr, minlength=2)
+    cw = {c: len(y_tr) / (2.0 * n[c]) for c in range(2)}
+    model.fit(norm(f_tr), np.eye(2, dtype=np.float32)[y_tr], epochs=epochs, batch_size=128, class_weight=cw, verbose=0)
+    return [np.asarray(model.predict(norm(f), verbose=0, batch_size=512), np.float32) for f in f_eval]
+
+
+def out_of_fold(fit_predict, f_tr, y_tr, groups, k: int = 5, seed: int = 0) -> np.ndarray:
+    """Training-set logits, each from a head that did not see that image's lesion."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    out = np.zeros((len(y_tr), 2), np.float32)
+    for tr, te in StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(f_tr, y_tr, groups):
+        out[te] = fit_predict(f_tr[tr], y_tr[tr], [f_tr[te]])[0]
+    return out
+
+
+def malignant_from_logits(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e[:, 1] / e.sum(axis=1)

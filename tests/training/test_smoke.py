@@ -1,0 +1,34 @@
+"""CI-sized end-to-end run: synthetic images -> split -> teacher -> students -> fp16 export -> evaluate -> card."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edge_app.manifest import Manifest, sha256_file
+from edge_app.runtime import Classifier
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synthetic_dataset, lite_weights, tmp_path):
+    from edge_app.training.cli import main
+
+    models = tmp_path / "models"
+    run_dir = tmp_path / "run"
+    rc = main(["all", "--preset", "tiny", "--data", str(synthetic_dataset), "--weights-dir", str(lite_weights),
+               "--run-dir", str(run_dir), "--models-dir", str(models), "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    model = models / "student_fp16.tflite"
+    manifest = Manifest.load(models / "student_fp16.json")
+    assert manifest.sha256 == sha256_file(model)
+    assert manifest.input["shape"] == [1, 32, 32, 3]
+    assert manifest.preprocessing["params"]["size"] == 32
+    clf = Classifier(model)
+    assert clf.manifest.threshold == manifest.threshold
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"split", "teacher", "student_ce", "student_kd", "export", "test", "ablation", "shifts"} <= set(metrics)
+    assert (models / "splits" / "test.csv").is_file() and (models / "MODEL_CARD.md").is_file()
+    for png in ("roc.png", "confusion.png", "reliability.png"):
+        assert (models / png).stat().st_size > 1000
