@@ -124,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _human(r: dict) -> str:
     out = [
-        f"model {r['model']} ({r['model_size_bytes'] / 1024:.1f} KB), runtime {r['runtime']}, "
-        f"{r['threads']} threads, input {r['input_size']} px",
+        (f"model {r['model']} ({r['model_size_bytes'] / 1024:.1f} KB), runtime {r['runtime']}, "
+         f"{r['threads']} threads, input {r['input_size']} px"),
         f"init (load + sha256 + self-test + warm-up): {r['init_ms']:.1f} ms; peak RSS {r['peak_rss_mb']} MB",
         _row("inference only", r["inference_only"]),
     ]

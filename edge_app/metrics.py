@@ -89,7 +89,7 @@ def evaluate(y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_bo
     ci = bootstrap_ci(y, p, threshold, n_boot=n_boot, seed=seed)
     values = {"auc": roc_auc(y, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}
     return {
-        "n": int(len(y)),
+        "n": len(y),
         "n_malignant": int(y.sum()),
         **{k: {"value": round(v, 4), "ci95": [round(ci[k][0], 4), round(ci[k][1], 4)]} for k, v in values.items()},
         "threshold": float(threshold),

@@ -67,7 +67,7 @@ class Watchdog:
         while not self._stop.wait(self.interval_s):
             try:
                 healthy = self.is_healthy()
-            except Exception:  # noqa: BLE001 - a failing health probe means unhealthy
+            except Exception:
                 log.exception("health probe failed")
                 healthy = False
             if healthy:

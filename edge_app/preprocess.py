@@ -117,7 +117,7 @@ def dehair(image: np.ndarray, kernel_fraction: float = 0.07, threshold: int = 12
     The kernel is a fraction of the image side so the same parameters hold at any
     model size. Images without hair skip the inpainting.
     """
-    k = max(3, int(round(image.shape[0] * kernel_fraction)) | 1)
+    k = max(3, round(image.shape[0] * kernel_fraction) | 1)
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     blackhat = cv2.morphologyEx(grey, cv2.MORPH_BLACKHAT, kernel)

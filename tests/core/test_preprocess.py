@@ -5,8 +5,8 @@ import pytest
 from edge_app.preprocess import (
     PREPROCESS_VERSION,
     STAGES,
-    PreprocessParams,
     Preprocessor,
+    PreprocessParams,
     contrast,
     crop,
     dehair,
