@@ -190,3 +190,20 @@ def validate(s: Settings) -> None:
         raise ConfigError(f"data_dir {s.data_dir} exists but is not a directory")
     if not s.model.is_file():
         raise ConfigError(f"model file {s.model} not found; pass --model PATH or set EDGE_APP_MODEL")
+
+
+def data_dir_setting(config_file: str | Path | None = None, override: str | Path | None = None,
+                     env: Mapping[str, str] | None = None) -> Path:
+    """Only the data directory (flag < environment < config file < default), for maintenance
+    commands (backup, restore, purge) that must work even when the model is missing."""
+    env = os.environ if env is None else env
+    if override:
+        return _coerce("data_dir", override, "--data-dir")
+    if env.get(ENV_PREFIX + "DATA_DIR"):
+        return _from_env({ENV_PREFIX + "DATA_DIR": env[ENV_PREFIX + "DATA_DIR"]})["data_dir"]
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+    if config_file:
+        from_file = _from_file(Path(config_file))
+        if "data_dir" in from_file:
+            return from_file["data_dir"]
+    return default_data_dir()

@@ -9,14 +9,18 @@ Write order makes a crash harmless: the image files are written atomically
 start-up recovery deletes image files that no row points to and leftover temp
 files. Rows are append-only (an UPDATE trigger refuses changes); a correction is
 a new row whose `corrects` names the old one. Retention (keep N days / N GB,
-default keep all) is the only thing that deletes.
+default keep all) and an explicit purge (`edge-app purge`) are the only things
+that delete; both are written to `<data_dir>/audit.log`. `backup()` /
+`restore_backup()` copy the database with SQLite's online backup API plus the images.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -32,9 +36,13 @@ from typing import Any
 
 DB_NAME = "screenings.sqlite3"
 IMAGES = "images"
+AUDIT_LOG = "audit.log"
+BACKUP_MANIFEST = "backup.json"
 SCHEMA_VERSION = 1
 MIN_FREE_BYTES = 50 * 1024 * 1024
 RETENTION_EVERY_S = 3600.0  # retention also runs at start
+
+log = logging.getLogger(__name__)
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -79,6 +87,14 @@ CSV_FIELDS = (
 
 class StoreError(RuntimeError):
     """The data directory cannot be used. The message says what to do."""
+
+
+class StoreFull(StoreError):
+    """The disk filled up while a screening was being saved (HTTP 507). Nothing was stored."""
+
+
+class StoreBusy(StoreError):
+    """The database stayed locked by another writer past the busy timeout (HTTP 503). Nothing was stored."""
 
 
 class RecordNotFound(KeyError):
@@ -191,6 +207,7 @@ class ScreeningStore:
             self._db.row_factory = sqlite3.Row
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted records are overwritten, not just unlinked
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
@@ -227,8 +244,17 @@ class ScreeningStore:
         now = datetime.now(UTC)
         rel = Path(IMAGES) / now.strftime("%Y-%m-%d") / f"{record_id}.jpg"
         path = self.data_dir / rel
-        write_atomic(path, jpeg)
-        write_atomic(path.with_suffix(".thumb.jpg"), thumbnail)
+        thumb_path = path.with_suffix(".thumb.jpg")
+        try:
+            write_atomic(path, jpeg)
+            write_atomic(thumb_path, thumbnail)
+        except OSError as exc:
+            path.unlink(missing_ok=True)  # the image may be complete while its thumbnail is not
+            thumb_path.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StoreFull(f"disk full while saving the image under {self.data_dir}; nothing was stored: "
+                                "free space (export, back up and purge old screenings) and try again") from None
+            raise
         c = classification
         record = ScreeningRecord(
             id=record_id,
@@ -263,9 +289,15 @@ class ScreeningStore:
         try:
             with self._lock:
                 self._db.execute(f"INSERT INTO screenings ({columns}) VALUES ({marks})", tuple(row.values()))
-        except BaseException:
+        except BaseException as exc:
             path.unlink(missing_ok=True)
-            path.with_suffix(".thumb.jpg").unlink(missing_ok=True)
+            thumb_path.unlink(missing_ok=True)
+            if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
+                raise StoreBusy("the record database is locked by another program (a backup or purge?); "
+                                "nothing was stored: try again in a moment") from None
+            if isinstance(exc, sqlite3.OperationalError) and "full" in str(exc):
+                raise StoreFull(f"disk full while saving the record under {self.data_dir}; nothing was stored: "
+                                "free space (export, back up and purge old screenings) and try again") from None
             raise
         if time.monotonic() - self._retention_at > RETENTION_EVERY_S:
             self._retention_at = time.monotonic()
@@ -414,27 +446,197 @@ class ScreeningStore:
         """Delete the oldest records beyond `retention_days` / `retention_gb`; returns how many."""
         if not self.retention_days and not self.retention_gb:
             return 0
-        doomed: list[sqlite3.Row] = []
         with self._lock:
+            doomed: list[sqlite3.Row] = []
             if self.retention_days:
-                cutoff = datetime.fromtimestamp(time.time() - self.retention_days * 86400, UTC)
-                stamp = cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-                doomed += self._db.execute("SELECT seq, image_path FROM screenings WHERE timestamp < ?", (stamp,)).fetchall()
+                doomed += self._db.execute("SELECT seq, id, image_path FROM screenings WHERE timestamp < ?",
+                                           (_stamp_days_ago(self.retention_days),)).fetchall()
             if self.retention_gb:
                 budget = self.retention_gb * 1024**3
                 total = 0
                 seen = {r[0] for r in doomed}
-                for r in self._db.execute("SELECT seq, image_path, image_bytes FROM screenings ORDER BY seq DESC"):
-                    total += r[2]
+                for r in self._db.execute("SELECT seq, id, image_path, image_bytes FROM screenings ORDER BY seq DESC"):
+                    total += r[3]
                     if total > budget and r[0] not in seen:
                         doomed.append(r)
-            for r in doomed:
-                self._db.execute("DELETE FROM screenings WHERE seq = ?", (r[0],))
-        for r in doomed:
-            path = self.data_dir / r[1]
+        ids = self._delete(doomed)
+        if ids:
+            self.audit("retention", deleted=len(ids), retention_days=self.retention_days,
+                       retention_gb=self.retention_gb, ids=ids)
+        return len(ids)
+
+    def purge(self, older_than_days: float | None = None, everything: bool = False) -> list[str]:
+        """Really delete records and their image files; returns the deleted ids.
+
+        The one deliberate exception to append-only records (data protection: a
+        retention policy or a patient's request). Rows are removed with SQLite
+        `secure_delete` (freed pages overwritten) and the WAL is checkpointed and
+        truncated, so no copy of a purged row stays in the database files; the image
+        files are unlinked. Every purge is written to `<data_dir>/audit.log`.
+        """
+        if everything == (older_than_days is not None):
+            raise ValueError("purge needs exactly one of: older_than_days, everything")
+        if older_than_days is not None and older_than_days < 0:
+            raise ValueError("older_than_days must be >= 0")
+        with self._lock:
+            if everything:
+                doomed = self._db.execute("SELECT seq, id, image_path FROM screenings").fetchall()
+            else:
+                doomed = self._db.execute("SELECT seq, id, image_path FROM screenings WHERE timestamp < ?",
+                                          (_stamp_days_ago(older_than_days or 0.0),)).fetchall()
+        ids = self._delete(doomed)
+        with self._lock:
+            busy, _, _ = self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        self.audit("purge", deleted=len(ids), criteria="all" if everything else f"older than {older_than_days:g} days",
+                   wal_truncated=not busy, ids=ids)
+        return ids
+
+    def _delete(self, rows: list[sqlite3.Row]) -> list[str]:
+        """Rows first (one transaction), then their files: a crash in between leaves only orphans for recovery."""
+        if not rows:
+            return []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("DELETE FROM screenings WHERE seq = ?", [(r["seq"],) for r in rows])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        for r in rows:
+            path = self.data_dir / r["image_path"]
             path.unlink(missing_ok=True)
             path.with_suffix(".thumb.jpg").unlink(missing_ok=True)
-        return len(doomed)
+        return [r["id"] for r in rows]
+
+    def audit(self, event: str, **fields: Any) -> None:
+        """Append one JSON line to `<data_dir>/audit.log` (deletions, backups, restores) and log it."""
+        entry = {"time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "event": event,
+                 "app_version": self.app_version} | fields
+        with open(self.data_dir / AUDIT_LOG, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(entry, sort_keys=True) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        log.info("%s: %s", event, {k: v for k, v in fields.items() if k != "ids"})
+
+    # ------------------------------------------------------------------ backup
+
+    def backup(self, dest: str | Path) -> dict[str, Any]:
+        """Consistent copy of the records and images into the empty directory `dest`.
+
+        The database is copied with SQLite's online backup API (a snapshot that is
+        consistent even while screenings are being written); then every image the
+        snapshot names is copied and its sha256 checked. Returns a summary, also
+        written to `dest/backup.json`.
+        """
+        dest = Path(dest)
+        if dest.exists() and any(dest.iterdir()):
+            raise StoreError(f"backup destination {dest} is not empty; choose a new directory")
+        dest.mkdir(parents=True, exist_ok=True)
+        target = sqlite3.connect(dest / DB_NAME)
+        try:
+            with self._lock:
+                self._db.backup(target)
+            target.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+            rows = target.execute("SELECT id, image_path, image_sha256 FROM screenings ORDER BY seq").fetchall()
+        finally:
+            target.close()
+        missing, n_bytes = [], 0
+        for record_id, rel, digest in rows:
+            src = self.data_dir / rel
+            try:
+                data = src.read_bytes()
+            except OSError:
+                missing.append(record_id)
+                continue
+            if sha256(data).hexdigest() != digest:
+                missing.append(record_id)
+                continue
+            write_atomic(dest / rel, data)
+            n_bytes += len(data)
+            thumb = src.with_suffix(".thumb.jpg")
+            if thumb.is_file():
+                write_atomic((dest / rel).with_suffix(".thumb.jpg"), thumb.read_bytes())
+        summary = {"created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                   "source": str(self.data_dir), "records": len(rows), "images": len(rows) - len(missing),
+                   "image_bytes": n_bytes, "missing_or_damaged_images": missing, "app_version": self.app_version}
+        write_atomic(dest / BACKUP_MANIFEST, json.dumps(summary, indent=2).encode())
+        self.audit("backup", destination=str(dest), records=len(rows), missing=len(missing))
+        return summary
+
+
+def verify_backup(src: str | Path) -> dict[str, Any]:
+    """Check a backup directory: database integrity and every image present with its sha256."""
+    src = Path(src)
+    db_file = src / DB_NAME
+    if not db_file.is_file():
+        raise StoreError(f"{src} is not a backup: {DB_NAME} is missing")
+    db = sqlite3.connect(f"file:{db_file}?mode=ro", uri=True)
+    try:
+        check = db.execute("PRAGMA integrity_check").fetchone()[0]
+        rows = db.execute("SELECT id, image_path, image_sha256 FROM screenings").fetchall()
+    except sqlite3.Error as exc:
+        raise StoreError(f"backup database {db_file} cannot be read ({exc})") from None
+    finally:
+        db.close()
+    if check != "ok":
+        raise StoreError(f"backup database {db_file} is damaged (integrity_check: {check})")
+    bad = []
+    for record_id, rel, digest in rows:
+        path = src / rel
+        if not path.is_file() or sha256(path.read_bytes()).hexdigest() != digest:
+            bad.append(record_id)
+    if bad:
+        raise StoreError(f"backup {src}: {len(bad)} image(s) missing or damaged (e.g. {bad[0]}); use another backup")
+    return {"records": len(rows)}
+
+
+def restore_backup(src: str | Path, data_dir: str | Path, replace: bool = False) -> dict[str, Any]:
+    """Restore a backup made by `ScreeningStore.backup` into `data_dir` (the app must be stopped).
+
+    The backup is verified first. An existing data directory with records is
+    refused unless `replace`; then it is moved aside to `<data_dir>.before-restore-<time>`,
+    never deleted.
+    """
+    src, data_dir = Path(src), Path(data_dir)
+    summary = verify_backup(src)
+    moved_to = None
+    if (data_dir / DB_NAME).is_file():
+        existing = ScreeningStore(data_dir)
+        n = existing.counts()["total"]
+        existing.close()
+        if n and not replace:
+            raise StoreError(f"data directory {data_dir} already holds {n} screening(s); "
+                             "pass --replace to move it aside and restore the backup in its place")
+    if data_dir.exists() and any(data_dir.iterdir()):
+        moved_to = data_dir.with_name(f"{data_dir.name}.before-restore-{time.strftime('%Y%m%d-%H%M%S')}")
+        data_dir.rename(moved_to)
+    (data_dir / IMAGES).mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(f"file:{src / DB_NAME}?mode=ro", uri=True)
+    target = sqlite3.connect(data_dir / DB_NAME)
+    try:
+        source.backup(target)
+        rows = target.execute("SELECT image_path FROM screenings").fetchall()
+    finally:
+        source.close()
+        target.close()
+    for (rel,) in rows:
+        write_atomic(data_dir / rel, (src / rel).read_bytes())
+        thumb = (src / rel).with_suffix(".thumb.jpg")
+        if thumb.is_file():
+            write_atomic((data_dir / rel).with_suffix(".thumb.jpg"), thumb.read_bytes())
+    store = ScreeningStore(data_dir)  # WAL mode back on, recovery run
+    total = store.counts()["total"]
+    store.audit("restore", source=str(src), records=total, previous_data_moved_to=str(moved_to) if moved_to else None)
+    store.close()
+    if total != summary["records"]:
+        raise StoreError(f"restore incomplete: backup has {summary['records']} records, restored {total}")
+    return {"records": total, "moved_aside": str(moved_to) if moved_to else None}
+
+
+def _stamp_days_ago(days: float) -> str:
+    cutoff = datetime.fromtimestamp(time.time() - days * 86400, UTC)
+    return cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _csv_safe(value: Any) -> Any:

@@ -20,3 +20,9 @@ def load_classifier(args: argparse.Namespace) -> Classifier | None:
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
+
+
+def add_data_dir_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", dest="data_dir", metavar="DIR",
+                        help="records + images (default: EDGE_APP_DATA_DIR, the config file, $XDG_DATA_HOME/edge-app)")
+    parser.add_argument("--config", metavar="FILE", help="TOML config file to read data_dir from (also EDGE_APP_CONFIG)")

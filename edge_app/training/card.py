@@ -117,14 +117,17 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
       "trained to convergence on this CPU.")
     a("- The ablation is inference-time (stage removed from the pipeline of a model trained with it), which overstates a stage's value "
       "compared with retraining without it.")
+    a("- Probabilities are not calibrated (class weighting pushes P(malignant) up; see `reliability.png`): act on the decision at "
+      "the threshold, not on the raw probability.")
     a("- Test CIs are from an image-level bootstrap; images of the same lesion are correlated, so the true intervals are somewhat wider.\n")
     a("## Reproduce\n")
     a("```bash\npip install -e '.[train,pi]'\n"
-      f"edge-train all --preset {cfg['preset']} --data {data} --weights-dir ../shared/weights\n"
+      f"{m.get('reproduce') or 'edge-train all --preset ' + cfg['preset'] + ' --data ' + data}\n"
       f"edge-app evaluate models/splits/test.csv --root {data} --json   # the test numbers above, through the device path\n```\n")
     a(f"`edge-train all` runs split → tensors → teacher → student-ce → student-kd → export → evaluate → card into `runs/<timestamp>/` "
       f"(config.json, metrics.json, log.txt, split CSVs) and writes `models/`. This card: run `{run_dir.name}`; "
-      f"commands recorded: " + "; ".join(f"`{c}`" for c in m.get("commands", [])) + ".")
+      "the run's recorded commands (the same step functions, run one at a time): "
+      + "; ".join(f"`{c}`" for c in m.get("commands", [])) + ".")
     path.write_text("\n".join(L) + "\n")
 
 

@@ -45,9 +45,12 @@ def main(argv: list[str] | None = None) -> int:
                        weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                        paper_weights=Path(args.weights) if args.weights else None,
                        cache_dir=Path(args.cache_dir), models_dir=Path(args.models_dir), command=pipeline.command_line(argv))
+    run.reproduce = " ".join(["edge-train all", "--preset", cfg.preset, "--data", args.data, "--weights-dir", args.weights_dir]
+                             + (["--weights", args.weights] if args.weights else []) + [f"--set {s}" for s in args.set])
     (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "args": vars(args)}, indent=2) + "\n")
     run.log(f"run folder {run_dir}, preset {cfg.preset}: {run.command}")
     run.record("commands", run.metrics().get("commands", []) + [run.command])
+    run.record("reproduce", run.reproduce)
     steps = STEPS if args.step == "all" else (args.step,)
     for step in steps:
         STEP_FUNCS[step](run)

@@ -33,7 +33,8 @@ class Run:
     paper_weights: Path | None = None
     cache_dir: Path = Path("cache")
     models_dir: Path = Path("models")
-    command: str = ""
+    command: str = ""  # this invocation
+    reproduce: str = ""  # the one command that rebuilds everything (`edge-train all ...`)
     _tensors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -278,7 +279,7 @@ def step_export(run: Run) -> None:
         val_metrics = None
         for _ in range(2):  # export; if the fp16 model's own validation threshold differs, export again with it
             manifest = export_student(model, out, run.preprocessor, thr, rule, version=f"{cfg.preset}-{time.strftime('%Y%m%d')}",
-                                      provenance=provenance, metrics={"val": val_metrics} if val_metrics else {}, training_command=run.command)
+                                      provenance=provenance, metrics={"val": val_metrics} if val_metrics else {}, training_command=run.reproduce or run.command)
             clf = Classifier(out)
             p16 = clf.predict(x_va)[:, 1].astype(np.float64)
             thr16 = choose_threshold(y_va, p16, cfg.min_sensitivity)
@@ -287,7 +288,7 @@ def step_export(run: Run) -> None:
                 break
             thr = thr16
         manifest = export_student(model, out, run.preprocessor, thr, rule, version=manifest.version, provenance=provenance,
-                                  metrics={"val": val_metrics}, training_command=run.command)
+                                  metrics={"val": val_metrics}, training_command=run.reproduce or run.command)
         for s in ("val", "test"):
             write_table(run.splits()[s], run.models_dir / "splits" / f"{s}.csv")
         info = {"shipped": shipped, "threshold": thr, "size_bytes": out.stat().st_size, "sha256": manifest.sha256,

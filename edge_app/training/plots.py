@@ -36,7 +36,8 @@ def save_plots(out_dir: Path, y: np.ndarray, curves: dict[str, np.ndarray], p_sh
     ax.imshow(mat, cmap="Blues")
     for i in range(2):
         for j in range(2):
-            ax.text(j, i, str(mat[i, j]), ha="center", va="center", color="black", fontsize=14)
+            dark = mat[i, j] > mat.max() / 2
+            ax.text(j, i, str(mat[i, j]), ha="center", va="center", color="white" if dark else "black", fontsize=14)
     ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["benign", "malignant"], yticklabels=["benign", "malignant"],
            xlabel="predicted", ylabel="true", title=f"Confusion at threshold {threshold:.3f}")
     paths.append(_save(fig, out_dir / "confusion.png"))

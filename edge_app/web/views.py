@@ -39,7 +39,7 @@ from ..camera import CameraUnavailable
 from ..images import ImageDecodeError
 from ..quality import FLAG_HINTS, FLAG_MESSAGES
 from ..screening import QueueFull
-from ..store import RecordNotFound, ScreeningRecord, is_record_id
+from ..store import RecordNotFound, ScreeningRecord, StoreBusy, StoreFull, is_record_id
 from . import get_service
 
 log = logging.getLogger(__name__)
@@ -360,6 +360,10 @@ def api_create():
         raise ApiError(503, str(exc)) from None
     except RecordNotFound:
         raise ApiError(404, f"screening to correct {corrects!r} not found") from None
+    except StoreFull as exc:
+        raise ApiError(507, str(exc)) from None
+    except StoreBusy as exc:
+        raise ApiError(503, str(exc)) from None
     except ValueError as exc:  # e.g. an image too small to screen
         raise ApiError(422, f"cannot screen this image: {exc}") from None
     elapsed = (time.perf_counter() - start) * 1000.0

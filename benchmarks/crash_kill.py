@@ -1,0 +1,158 @@
+"""Crash safety: SIGKILL a process that is screening, N times at random points, and check nothing is lost.
+
+    .venv/bin/python benchmarks/crash_kill.py            # 100 kills (a few minutes)
+    .venv/bin/python benchmarks/crash_kill.py --kills 10 --seed 1
+
+A child process runs the real device path (ScreeningService: quality gate,
+preprocess, TFLite classify, ScreeningStore.append) in a loop over synthetic
+lesion frames and prints each record id once `append` has returned. The parent
+kills it with SIGKILL at a random moment (mostly while screening, sometimes
+during start-up and recovery), then opens the store as `edge-app serve` would
+(start-up recovery) and checks:
+
+- every committed record has its image and thumbnail, and the image's sha256 matches;
+- no record points to a missing file;
+- no orphan image or temp file remains after recovery;
+- `PRAGMA integrity_check` is ok;
+- every id the child reported as stored survived the kill (synchronous=FULL durability).
+
+Exit status 0 only when every check passed after every kill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from hashlib import sha256
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def child(data_dir: str, model: str) -> None:
+    import cv2
+    import numpy as np
+
+    from edge_app.camera import make_camera
+    from edge_app.camera.loop import CaptureLoop
+    from edge_app.runtime import Classifier
+    from edge_app.screening import ScreeningService
+    from edge_app.store import ScreeningStore
+
+    frames = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        img = np.clip(np.full((768, 1024, 3), (150, 175, 215), np.float32) + rng.normal(0, 8, (768, 1024, 3)), 0, 255)
+        img = img.astype(np.uint8)
+        cv2.ellipse(img, (512 + seed * 10, 384), (160, 120), seed * 30.0, 0, 360, (60, 55, 95), -1)
+        frames.append(img)
+    service = ScreeningService(Classifier(model, num_threads=1), ScreeningStore(data_dir), CaptureLoop(make_camera("none")))
+    service.start()
+    print("READY", flush=True)
+    i = 0
+    while True:
+        record = service.screen(frames[i % len(frames)], "upload", operator="crash-test", lesion_ref=f"L-{i}")
+        print(f"OK {record.id}", flush=True)
+        i += 1
+
+
+def verify(data_dir: Path, acknowledged: set[str]) -> dict:
+    from edge_app.store import IMAGES, ScreeningStore
+
+    store = ScreeningStore(data_dir)  # start-up recovery, exactly as `edge-app serve` runs it
+    recovered = store.recovered
+    store.close()
+    db = sqlite3.connect(data_dir / "screenings.sqlite3")
+    integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+    rows = db.execute("SELECT id, image_path, image_sha256 FROM screenings").fetchall()
+    db.close()
+    problems = []
+    if integrity != "ok":
+        problems.append(f"integrity_check: {integrity}")
+    expected_files = set()
+    for record_id, rel, digest in rows:
+        path = data_dir / rel
+        thumb = path.with_suffix(".thumb.jpg")
+        expected_files |= {rel, Path(rel).with_suffix(".thumb.jpg").as_posix()}
+        if not path.is_file():
+            problems.append(f"{record_id}: image missing")
+        elif sha256(path.read_bytes()).hexdigest() != digest:
+            problems.append(f"{record_id}: image sha256 differs")
+        if not thumb.is_file():
+            problems.append(f"{record_id}: thumbnail missing")
+    on_disk = {p.relative_to(data_dir).as_posix() for p in (data_dir / IMAGES).rglob("*") if p.is_file()}
+    for extra in sorted(on_disk - expected_files):
+        problems.append(f"orphan file after recovery: {extra}")
+    ids = {r[0] for r in rows}
+    for lost in sorted(acknowledged - ids):
+        problems.append(f"{lost}: reported stored, missing after the kill")
+    return {"records": len(rows), "recovered": recovered, "problems": problems}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kills", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--max-delay", type=float, default=1.2, help="kill within this many seconds of READY")
+    parser.add_argument("--model", default=None, help="default: models/student_fp16.tflite, else the tiny test model")
+    parser.add_argument("--data-dir", default=None, help="default: a fresh temporary directory")
+    parser.add_argument("--child", metavar="DATA_DIR", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    model = args.model or str(next(p for p in (ROOT / "models" / "student_fp16.tflite",
+                                                ROOT / "tests" / "fixtures" / "tiny_fp16.tflite") if p.is_file()))
+    if args.child:
+        child(args.child, model)
+        return 0
+    rng = random.Random(args.seed)
+    data_dir = Path(args.data_dir or tempfile.mkdtemp(prefix="dermaedge-crash-"))
+    acknowledged: set[str] = set()
+    totals = {"kills": 0, "killed_during_startup": 0, "temp_files_removed": 0, "orphan_images_removed": 0,
+              "kills_leaving_debris": 0, "failed_checks": 0}
+    problems: list[str] = []
+    t0 = time.monotonic()
+    for k in range(args.kills):
+        proc = subprocess.Popen([sys.executable, __file__, "--child", str(data_dir), "--model", model],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        during_startup = rng.random() < 0.15
+        if during_startup:  # somewhere in imports, model load, store open + recovery
+            time.sleep(rng.uniform(0.0, 2.0))
+        else:
+            line = proc.stdout.readline()
+            if line.strip() != "READY":
+                print(f"kill {k}: child did not start", file=sys.stderr)
+                return 2
+            time.sleep(rng.uniform(0.0, args.max_delay))
+        os.kill(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        acknowledged |= {ln.split()[1] for ln in out.splitlines() if ln.startswith("OK ")}
+        result = verify(data_dir, acknowledged)
+        totals["kills"] += 1
+        totals["killed_during_startup"] += during_startup
+        totals["temp_files_removed"] += result["recovered"]["temp_files"]
+        totals["orphan_images_removed"] += result["recovered"]["orphan_images"]
+        totals["kills_leaving_debris"] += bool(sum(result["recovered"].values()))
+        if result["problems"]:
+            totals["failed_checks"] += 1
+            problems += [f"kill {k}: {p}" for p in result["problems"]]
+        print(f"kill {k + 1:3d}/{args.kills}: records {result['records']:4d}  recovered {result['recovered']}"
+              f"{'  PROBLEMS ' + str(result['problems'][:3]) if result['problems'] else ''}", flush=True)
+    summary = totals | {"records_committed": len(acknowledged), "records_in_store": result["records"],
+                        "integrity_check": "ok" if not any("integrity" in p for p in problems) else "FAILED",
+                        "problems": len(problems), "seconds": round(time.monotonic() - t0, 1), "data_dir": str(data_dir)}
+    print(json.dumps(summary, indent=2))
+    for p in problems[:20]:
+        print("PROBLEM", p, file=sys.stderr)
+    return 0 if not problems else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
