@@ -53,6 +53,9 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
     a("| split | images | lesions | malignant | benign |\n| --- | --- | --- | --- | --- |")
     for s, c in split.get("counts", {}).items():
         a(f"| {s} | {c['images']} | {c['lesions']} | {c['malignant']} | {c['benign']} |")
+    if "ham10000" in data.lower():
+        a("\nThe staged folder itself excludes a lesion-grouped 15% of lesions held back by the project for independent evaluation; "
+          "the splits here are carved from the remaining 8,497 images.")
     a("\nThe validation and test lists are committed: `models/splits/val.csv`, `models/splits/test.csv` (paths relative to the dataset folder).")
     cw = split.get("class_weights", {})
     a(f"Class imbalance: inverse-frequency per-sample loss weights (benign {_f(cw.get('0'), 2)}, malignant {_f(cw.get('1'), 2)}). "
@@ -81,10 +84,35 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
               f"logit averaging AUC {_f(h.get('logit_avg', {}).get('val_auc'), 4)}, concatenation + MLP AUC "
               f"{_f(h.get('concat_mlp', {}).get('val_auc'), 4)} → **{teacher.get('fusion')}** kept. Teacher logits for the training images are "
               "out-of-fold (5 lesion-grouped folds).")
+        for key, other in m.items():
+            if key.startswith("teacher_") and isinstance(other, dict) and "heads" in other:
+                oh = other["heads"]
+                a(f"\nPaper-family teacher (`{other.get('preset')}` preset: {', '.join(other.get('backbones', []))}"
+                  f"{', reduced members' if other.get('tiny') else ''}, {other.get('size')} px, **random initialisation, frozen** — no ImageNet "
+                  f"weights for these families are reachable offline, and training them from scratch does not fit this CPU): "
+                  f"fusion {other.get('fusion')}, validation AUC logit averaging {_f(oh.get('logit_avg', {}).get('val_auc'), 4)}, "
+                  f"concat + MLP {_f(oh.get('concat_mlp', {}).get('val_auc'), 4)}. Test rows `{key}…` above. The Lite teacher was kept.")
         kd = m.get("student_kd")
         if kd:
             a(f"Distillation: loss alpha·CE + (1−alpha)·T²·KL(teacher_T ‖ student_T), alpha {kd.get('alpha')}, T {kd.get('temperature')}"
               f" (validation AUC {kd.get('best_val_auc', 0):.4f} vs {m.get('student_ce', {}).get('best_val_auc', 0):.4f} without KD).")
+    if shipped:
+        a("\n### Targets\n")
+        teacher_auc = test.get("table", {}).get("teacher (chosen fusion)", {}).get("auc", {}).get("value")
+        fp32 = test.get("table", {}).get(f"{ex.get('shipped')} (Keras fp32)", {}).get("auc", {}).get("value")
+        checks = [
+            ("test AUC >= 0.93", shipped["auc"]["value"] >= 0.93, f"{shipped['auc']['value']:.3f}"),
+            ("test sensitivity >= 0.90", shipped["sensitivity"]["value"] >= 0.90, f"{shipped['sensitivity']['value']:.3f}"),
+            ("test specificity >= 0.75", shipped["specificity"]["value"] >= 0.75, f"{shipped['specificity']['value']:.3f}"),
+            ("student within 0.02 AUC of teacher (test)", None if teacher_auc is None else shipped["auc"]["value"] >= teacher_auc - 0.02,
+             "n/a" if teacher_auc is None else f"{shipped['auc']['value']:.3f} vs teacher {teacher_auc:.3f}"),
+            ("fp16 within 0.002 AUC of fp32 (test)", None if fp32 is None else abs(shipped["auc"]["value"] - fp32) <= 0.002,
+             "n/a" if fp32 is None else f"{shipped['auc']['value']:.4f} vs {fp32:.4f}"),
+            ("fp16 file <= 500 KB", ex.get("size_bytes", 0) <= 500 * 1024, f"{ex.get('size_bytes', 0) / 1024:.1f} KiB"),
+        ]
+        a("| target | met | measured |\n| --- | --- | --- |")
+        for name, ok, val in checks:
+            a(f"| {name} | {'n/a' if ok is None else ('yes' if ok else '**no**')} | {val} |")
     ab = m.get("ablation")
     if ab:
         a("\n### Preprocessing ablation\n")

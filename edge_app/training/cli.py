@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                        cache_dir=Path(args.cache_dir), models_dir=Path(args.models_dir), command=pipeline.command_line(argv))
     run.reproduce = " ".join(["edge-train all", "--preset", cfg.preset, "--data", args.data, "--weights-dir", args.weights_dir]
                              + (["--weights", args.weights] if args.weights else []) + [f"--set {s}" for s in args.set])
-    (run_dir / "config.json").write_text(json.dumps({"config": cfg.to_dict(), "args": vars(args)}, indent=2) + "\n")
+    config_name = "config.json" if args.step == "all" else f"config.{args.step}.{cfg.preset}.json"
+    (run_dir / config_name).write_text(json.dumps({"config": cfg.to_dict(), "args": vars(args)}, indent=2) + "\n")
     run.log(f"run folder {run_dir}, preset {cfg.preset}: {run.command}")
     run.record("commands", run.metrics().get("commands", []) + [run.command])
     run.record("reproduce", run.reproduce)

@@ -193,7 +193,9 @@ def step_teacher(run: Run) -> None:
     )
 
     cfg = run.cfg
-    with timed(run, "teacher"):
+    # the fused Lite teacher is "teacher" (distils the student); another family is measured beside it
+    tag = "teacher" if cfg.teacher_family == "lite" else "teacher_" + cfg.preset.replace("-", "_")
+    with timed(run, tag):
         y = {s: run.labels(s) for s in SPLITS}
         groups = np.array(run.splits()["train"].groups)
         feats: dict[str, dict[str, np.ndarray]] = {}
@@ -230,12 +232,12 @@ def step_teacher(run: Run) -> None:
         run.log(f"fusion: logit_avg val AUC {results['logit_avg']['val_auc']:.4f}, concat_mlp {results['concat_mlp']['val_auc']:.4f}")
         chosen = "concat_mlp" if results["concat_mlp"]["val_auc"] > results["logit_avg"]["val_auc"] else "logit_avg"
         teacher = mlp if chosen == "concat_mlp" else avg
-        np.savez(run.run_dir / "teacher_logits.npz", **teacher)
+        np.savez(run.run_dir / f"{tag}_logits.npz", **teacher)
         probs = {f"{w}_{s}": malignant_from_logits(logits[w][s]) for w in cfg.teacher_backbones for s in ("val", "test")}
         probs.update({f"{k}_{s}": malignant_from_logits(v[s]) for k, v in (("logit_avg", avg), ("concat_mlp", mlp)) for s in ("val", "test")})
         probs.update({f"teacher_{s}": malignant_from_logits(teacher[s]) for s in ("val", "test")})
-        np.savez(run.run_dir / "teacher_probs.npz", **probs)
-        run.record("teacher", {"family": cfg.teacher_family, "backbones": list(cfg.teacher_backbones), "size": cfg.teacher_size,
+        np.savez(run.run_dir / f"{tag}_probs.npz", **probs)
+        run.record(tag, {"preset": cfg.preset, "tiny": cfg.teacher_tiny, "family": cfg.teacher_family, "backbones": list(cfg.teacher_backbones), "size": cfg.teacher_size,
                                "heads": results, "fusion": chosen,
                                "train_logits": "out-of-fold (5 lesion-grouped folds)"})
 
@@ -388,6 +390,13 @@ def step_evaluate(run: Run) -> None:
             t = np.load(tp)
             for key in list(cfg.teacher_backbones) + ["logit_avg", "concat_mlp", "teacher"]:
                 val_test[f"teacher:{key}" if key != "teacher" else "teacher (chosen fusion)"] = (t[f"{key}_val"], t[f"{key}_test"])
+        for tp in sorted(run.run_dir.glob("teacher_*_probs.npz")):  # other teacher families (paper preset)
+            tag = tp.name[: -len("_probs.npz")]
+            t = np.load(tp)
+            val_test[f"{tag} (chosen fusion)"] = (t["teacher_val"], t["teacher_test"])
+            bb = run.metrics().get(tag, {}).get("backbones", [])
+            for key in bb:
+                val_test[f"{tag}:{key}"] = (t[f"{key}_val"], t[f"{key}_test"])
         for name in _student_names(run):
             p = np.load(run.run_dir / f"{name}_probs.npz")
             val_test[f"{name} (Keras fp32)"] = (p["val"], p["test"])
