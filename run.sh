@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
-ensure_venv pi
+ensure_venv pi,eval
 exec "$VENV/bin/edge-app" serve --camera auto "$@"

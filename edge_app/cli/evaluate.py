@@ -13,7 +13,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ..images import ImageDecodeError, read_image
-from ..metrics import evaluate
 from .common import add_model_arguments, load_classifier
 
 LABEL_VALUES = {"benign": 0, "malignant": 1}
@@ -50,6 +49,12 @@ def read_labels(csv_path: Path) -> list[tuple[str, int]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:  # scikit-learn is not part of the device install; see the `eval` extra
+        from ..metrics import evaluate
+    except ImportError as exc:
+        print(f"error: edge-app evaluate needs scikit-learn ({exc}): pip install 'edge-app[eval]' "
+              "or, on Raspberry Pi OS, apt install python3-sklearn", file=sys.stderr)
+        return 3
     csv_path = Path(args.labels)
     root = Path(args.root) if args.root else csv_path.parent
     try:

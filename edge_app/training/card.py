@@ -91,11 +91,17 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
                   f"{', reduced members' if other.get('tiny') else ''}, {other.get('size')} px, **random initialisation, frozen** — no ImageNet "
                   f"weights for these families are reachable offline, and training them from scratch does not fit this CPU): "
                   f"fusion {other.get('fusion')}, validation AUC logit averaging {_f(oh.get('logit_avg', {}).get('val_auc'), 4)}, "
-                  f"concat + MLP {_f(oh.get('concat_mlp', {}).get('val_auc'), 4)}. Test rows `{key}…` above. The Lite teacher was kept.")
+                  f"concat + MLP {_f(oh.get('concat_mlp', {}).get('val_auc'), 4)}"
+                  + (f"; test rows `{key}…` above" if any(r.startswith(key) for r in test.get("table", {})) else " (validation only)")
+                  + ". Per backbone (validation AUC): " + ", ".join(f"{b} {_f(oh.get(b, {}).get('val_auc'), 4)}" for b in other.get("backbones", []))
+                  + ". The Lite teacher was kept.")
         kd = m.get("student_kd")
         if kd:
             a(f"Distillation: loss alpha·CE + (1−alpha)·T²·KL(teacher_T ‖ student_T), alpha {kd.get('alpha')}, T {kd.get('temperature')}"
-              f" (validation AUC {kd.get('best_val_auc', 0):.4f} vs {m.get('student_ce', {}).get('best_val_auc', 0):.4f} without KD).")
+              f" (validation AUC {kd.get('best_val_auc', 0):.4f} vs {m.get('student_ce', {}).get('best_val_auc', 0):.4f} without KD). "
+              + ("alpha and T were picked on validation from the grid " + str(cfg.get("kd_grid")) + "." if cfg.get("kd_grid") else
+                 "alpha and T were set before the run, not tuned (no CPU time for the grid; `--set kd_grid=0.3:2,0.7:4` runs it). "
+                 "The frozen-feature teacher is weaker than the fine-tuned student, so a CE-heavy alpha was chosen."))
     if shipped:
         a("\n### Targets\n")
         teacher_auc = test.get("table", {}).get("teacher (chosen fusion)", {}).get("auc", {}).get("value")

@@ -8,9 +8,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import lesion_image, lesion_jpeg, wait_for
 
 from edge_app.images import encode_jpeg
+from tests.app.conftest import lesion_image, lesion_jpeg, wait_for
 
 RECORD_FIELDS = {
     "id", "timestamp", "operator", "lesion_ref", "image_path", "image_sha256", "probabilities", "decision", "threshold",

@@ -8,7 +8,6 @@ import types
 import cv2
 import numpy as np
 import pytest
-from conftest import FakeCamera, lesion_image, wait_for
 
 from edge_app.camera import Camera, CameraError, CameraUnavailable, make_camera, parse_camera_spec
 from edge_app.camera.folder import FolderCamera
@@ -16,6 +15,7 @@ from edge_app.camera.loop import CaptureLoop
 from edge_app.camera.none import NoCamera
 from edge_app.camera.opencv import OpenCVCamera
 from edge_app.camera.picamera2 import Picamera2Camera
+from tests.app.conftest import FakeCamera, lesion_image, wait_for
 
 
 # --------------------------------------------------------------------------- a fake picamera2

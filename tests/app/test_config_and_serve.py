@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import model_path
 
 from edge_app.cli import serve
 from edge_app.config import ConfigError, load_settings
+from tests.app.conftest import model_path
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_serve_refuses_a_model_that_does_not_match_its_manifest(capsys, tmp_path
 
 
 def test_health_check_turns_false_when_a_thread_dies_or_hangs(make_app, camera):
-    from conftest import wait_for
+    from tests.app.conftest import wait_for
 
     app = make_app(CAMERA=camera)
     service = app.extensions["dermaedge"]
@@ -97,7 +97,7 @@ def test_inference_worker_heartbeat_is_checked(make_app):
     from edge_app import screening
 
     app = make_app()
-    from conftest import wait_for
+    from tests.app.conftest import wait_for
 
     service = app.extensions["dermaedge"]
     assert service.is_healthy()

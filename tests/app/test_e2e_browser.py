@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, lesion_image, model_path
+
+from tests.app.conftest import ROOT, lesion_image, model_path
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "test-artifacts"

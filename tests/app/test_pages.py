@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 
-from conftest import lesion_jpeg
+from tests.app.conftest import lesion_jpeg
 
 
 def upload(client, seed: int, headers=None, **fields):

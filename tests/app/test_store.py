@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import lesion_jpeg
 
 from edge_app.store import RecordNotFound, ScreeningStore, is_record_id, new_record_id, write_atomic
+from tests.app.conftest import lesion_jpeg
 
 CLASSIFICATION = {
     "probabilities": {"benign": 0.8, "malignant": 0.2}, "malignant_probability": 0.2, "threshold": 0.4,
