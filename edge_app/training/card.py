@@ -107,9 +107,9 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
         teacher_auc = test.get("table", {}).get("teacher (chosen fusion)", {}).get("auc", {}).get("value")
         fp32 = test.get("table", {}).get(f"{ex.get('shipped')} (Keras fp32)", {}).get("auc", {}).get("value")
         checks = [
-            ("test AUC >= 0.93", shipped["auc"]["value"] >= 0.93, f"{shipped['auc']['value']:.3f}"),
-            ("test sensitivity >= 0.90", shipped["sensitivity"]["value"] >= 0.90, f"{shipped['sensitivity']['value']:.3f}"),
-            ("test specificity >= 0.75", shipped["specificity"]["value"] >= 0.75, f"{shipped['specificity']['value']:.3f}"),
+            ("test AUC >= 0.93", shipped["auc"]["value"] >= 0.93, f"{shipped['auc']['value']:.4f}"),
+            ("test sensitivity >= 0.90", shipped["sensitivity"]["value"] >= 0.90, f"{shipped['sensitivity']['value']:.4f}"),
+            ("test specificity >= 0.75", shipped["specificity"]["value"] >= 0.75, f"{shipped['specificity']['value']:.4f}"),
             ("student within 0.02 AUC of teacher (test)", None if teacher_auc is None else shipped["auc"]["value"] >= teacher_auc - 0.02,
              "n/a" if teacher_auc is None else f"{shipped['auc']['value']:.3f} vs teacher {teacher_auc:.3f}"),
             ("fp16 within 0.002 AUC of fp32 (test)", None if fp32 is None else abs(shipped["auc"]["value"] - fp32) <= 0.002,
