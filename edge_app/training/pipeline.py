@@ -339,10 +339,10 @@ def _pad(im, frac):
 
 
 def _jpeg(im, q):
-    import cv2
+    """Recompression, decoded the way the device decodes uploads."""
+    from ..images import decode_image, encode_jpeg
 
-    _, buf = cv2.imencode(".jpg", im, [cv2.IMWRITE_JPEG_QUALITY, q])
-    return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return decode_image(encode_jpeg(im, q))
 
 
 def _cast(im, gains_bgr):
