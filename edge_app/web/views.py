@@ -309,8 +309,13 @@ def login():
 
 @bp.get("/healthz")
 def healthz():
+    """Open to all (systemd, the kiosk launcher); the details only to an authenticated caller,
+    so a LAN visitor learns nothing about paths or the device's state beyond up / down."""
     health = get_service().health()
-    return jsonify(health), (200 if health["healthy"] else 503)
+    status = 200 if health["healthy"] else 503
+    if not _authenticated():
+        return jsonify({"healthy": health["healthy"]}), status
+    return jsonify(health), status
 
 
 @bp.get("/api/stats")

@@ -80,6 +80,15 @@ def test_every_route_but_healthz_and_login_needs_the_token(lan_app, headers):
     assert client.get("/healthz").status_code == 200
 
 
+def test_healthz_tells_a_lan_visitor_only_up_or_down(lan_app):
+    app, _ = lan_app
+    client = app.test_client()
+    anonymous = client.get("/healthz")
+    assert anonymous.status_code == 200 and anonymous.get_json() == {"healthy": True}
+    detailed = client.get("/healthz", headers=AUTH).get_json()
+    assert detailed["healthy"] and "store_writable" in detailed and "worker_alive" in detailed
+
+
 def test_patient_images_are_never_served_without_the_token(lan_app):
     app, rec = lan_app
     client = app.test_client()
