@@ -18,7 +18,7 @@ def _card_results() -> tuple[dict[str, tuple[float, float, float]], dict[str, in
     section = text.split("## Results on the lesion-grouped test split", 1)[1].split("###", 1)[0]
     rows = {
         name.strip().replace(" ", "_"): (float(v), float(lo), float(hi))
-        for name, v, lo, hi in re.findall(r"^\| ([a-z ]+) \| ([\d.]+) \[([\d.]+), ([\d.]+)\] \|", section, re.M)
+        for name, v, lo, hi in re.findall(r"^\| ([a-z ]+) \| ([\d.]+) \[([\d.]+), ([\d.]+)\] \|", section, re.MULTILINE)
     }
     confusion = {k.lower(): int(v) for k, v in re.findall(r"\b(TP|FN|TN|FP) (\d+)", section)}
     return rows, confusion
