@@ -66,13 +66,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-if [ -n "$ROOT" ]; then
-    ROOT=$(cd "$ROOT" && pwd) || die "--root $ROOT: no such directory"
-    [ "$ROOT" = / ] && ROOT=
-fi
-if [ "$DRY_RUN" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
-    die "run as root (sudo deploy/install.sh), or use --dry-run to see the plan"
-fi
+resolve_root_or_die install.sh
 MODEL_JSON=${MODEL%.tflite}.json
 if [ ! -f "$MODEL" ] || [ ! -f "$MODEL_JSON" ]; then
     msg="model $MODEL (and its manifest $MODEL_JSON) not found: train/export it or pass --model FILE"

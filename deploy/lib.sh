@@ -11,6 +11,18 @@ say() { printf '==> %s\n' "$*"; }
 warn() { printf 'warning: %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
+# Normalise $ROOT (empty = this system) and insist on root, unless it is a dry run or a throwaway root.
+resolve_root_or_die() {
+    local script=$1
+    if [ -n "$ROOT" ]; then
+        ROOT=$(cd "$ROOT" && pwd) || die "--root $ROOT: no such directory"
+        [ "$ROOT" = / ] && ROOT=
+    fi
+    if [ "$DRY_RUN" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
+        die "run as root (sudo deploy/$script), or use --dry-run to see the plan"
+    fi
+}
+
 # quote ARGS...: the arguments as a shell would read them back (plain words unquoted).
 quote() {
     local arg out=()

@@ -31,13 +31,7 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-if [ -n "$ROOT" ]; then
-    ROOT=$(cd "$ROOT" && pwd) || die "--root $ROOT: no such directory"
-    [ "$ROOT" = / ] && ROOT=
-fi
-if [ "$DRY_RUN" = 0 ] && [ -z "$ROOT" ] && [ "$(id -u)" != 0 ]; then
-    die "run as root (sudo deploy/uninstall.sh), or use --dry-run"
-fi
+resolve_root_or_die uninstall.sh
 [ "$DRY_RUN" = 1 ] && say "dry run: nothing will be changed"
 
 say "service"
