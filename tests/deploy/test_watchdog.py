@@ -32,16 +32,9 @@ class FakeSystemd:
 
     def messages(self, timeout: float) -> list[str]:
         """Everything that arrives within `timeout` seconds."""
-        out, deadline = [], time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                out.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                break
-        return out
+        return self.wait_for(None, timeout)
 
-    def wait_for(self, wanted: str, timeout: float) -> list[str]:
+    def wait_for(self, wanted: str | None, timeout: float) -> list[str]:
         """Messages up to and including the first one containing `wanted` (or all, on timeout)."""
         out, deadline = [], time.monotonic() + timeout
         while (left := deadline - time.monotonic()) > 0:
@@ -50,7 +43,7 @@ class FakeSystemd:
                 out.append(self.sock.recv(4096).decode())
             except TimeoutError:
                 break
-            if wanted in out[-1]:
+            if wanted is not None and wanted in out[-1]:
                 break
         return out
 
