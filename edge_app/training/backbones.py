@@ -39,6 +39,7 @@ def lite_block_specs(W) -> list[dict]:
             "kernel": int(W[f"_blocks.{i}._depthwise_conv.weight"].shape[0]),
             "stride": stride,
             "out": out,
+            "stage": stage,
         })
         prev_out, i = out, i + 1
     return specs
@@ -113,12 +114,25 @@ def build_efficientnet_lite(
     return model
 
 
-def lite_feature_extractor(weights_dir: str | Path, which: str, input_size: int) -> keras.Model:
-    """Frozen ImageNet Lite trunk + global average pool -> 1280-d features."""
-    trunk = build_efficientnet_lite(Path(weights_dir) / LITE_FILES[which], (input_size, input_size, 3), name=which)
+def lite_feature_extractor(weights_dir: str | Path, which: str, input_size: int, freeze_stages: int | None = None) -> keras.Model:
+    """ImageNet Lite trunk + global average pool -> 1280-d features.
+
+    freeze_stages=None freezes everything (a feature extractor); n >= 0 freezes the
+    stem and the first n of the seven stages (fine-tuning the rest; frozen
+    BatchNorm runs in inference mode).
+    """
+    path = Path(weights_dir) / LITE_FILES[which]
+    trunk = build_efficientnet_lite(path, (input_size, input_size, 3), name=which)
     out = layers.GlobalAveragePooling2D()(trunk.output)
     model = keras.Model(trunk.input, out, name=f"{which}_features")
-    model.trainable = False
+    if freeze_stages is None:
+        model.trainable = False
+    elif freeze_stages > 0:
+        specs = lite_block_specs(np.load(path))
+        frozen = (f"{which}_stem",) + tuple(f"{which}_b{i}_" for i, s in enumerate(specs) if s["stage"] < freeze_stages)
+        for layer in trunk.layers:
+            if layer.name.startswith(frozen):
+                layer.trainable = False
     return model
 
 

@@ -14,6 +14,19 @@ def _f(v: Any, nd: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
 
+def _teacher_training(t: dict[str, Any], cfg: dict[str, Any]) -> str:
+    """One sentence on how a teacher's backbones were trained, from its metrics."""
+    ft = t.get("finetune") or {}
+    if t.get("train") != "finetune" or not ft:
+        return f"init {t.get('init', 'ImageNet')}, frozen; pooled features at {t.get('size')} px from the cached {cfg['size']} px tensors."
+    first = next(iter(ft.values()))
+    what = (f"stem + first {first['frozen_stages']} of 7 stages frozen, the rest fine-tuned" if first.get("frozen_stages") else "trained whole")
+    per = ", ".join(f"{b} {v['best_val_auc']:.4f} (epoch {v['best_epoch']} of {len(v['epochs'])}, "
+                    f"{v['trainable_params'] / 1e6:.2f} M of {v['params'] / 1e6:.2f} M parameters trained)" for b, v in ft.items())
+    return (f"init {first.get('init')}, {what} at {t.get('size')} px on augmented training batches (class-weighted CE, AdamW, cosine LR, "
+            f"best epoch by validation AUC). Validation AUC of each fine-tuned network's own head: {per}.")
+
+
 def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path, data: str) -> None:
     ex, test = m.get("export", {}), m.get("test", {})
     shipped = test.get("shipped")
@@ -37,7 +50,7 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
       f"(stem + {cfg['student_blocks']} inverted-residual blocks, ReLU6, no SE), 1x1 conv to {cfg['student_head']}, global average pool, "
       f"dense(2) + softmax; {st.get('params', 0):,} parameters. Input {cfg['size']}x{cfg['size']} RGB from the device's six-stage "
       "preprocessing (`dermaedge-six-stage` 1.0).")
-    a(f"- Shipped: `{ex.get('shipped')}` (the better of the two students on validation AUC). Training: {cfg['epochs']} epochs, AdamW, cosine LR "
+    a(f"- Shipped: `{ex.get('shipped')}` (the better of the two students on validation AUC). Training: {len(st.get('epochs', []))} epochs, AdamW, cosine LR "
       f"{cfg['lr']}, batch {cfg['batch_size']}, stem + first {cfg['student_freeze']} blocks frozen (CPU time), best epoch by validation AUC.")
     a(f"- Decision threshold **{ex.get('threshold', 0):.4f}** on P(malignant): highest specificity with sensitivity >= "
       f"{cfg['min_sensitivity']:.2f} on the validation split, computed on the fp16 model through the device runtime. The test split played no part.\n")
@@ -71,7 +84,9 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
         c = shipped["confusion"]
         a(f"\nConfusion: TP {c['tp']}, FN {c['fn']}, TN {c['tn']}, FP {c['fp']}. Plots: `roc.png`, `confusion.png`, `reliability.png`.\n")
         a("### Teacher, backbones, students, fp16\n")
-        a("Each row at its own threshold chosen on validation (sensitivity >= 0.90). Backbone rows: linear probe on frozen pooled features.\n")
+        probe = "fine-tuned" if teacher.get("train") == "finetune" else "frozen"
+        a(f"Each row at its own threshold chosen on validation (sensitivity >= 0.90). Backbone rows: linear probe on the {probe} backbone's "
+          "pooled features.\n")
         a("| model | AUC [95% CI] | sensitivity | specificity | balanced acc. |\n| --- | --- | --- | --- | --- |")
         for name, r in test.get("table", {}).items():
             a(f"| {name} | {_ci(r['auc'])} | {_ci(r['sensitivity'])} | {_ci(r['specificity'])} | {_ci(r['balanced_accuracy'])} |")
@@ -79,32 +94,45 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
           f"(TFLite fp16), max |ΔP(malignant)| {ex.get('val_max_abs_diff_keras_vs_tflite', float('nan')):.2e}.")
         if teacher:
             h = teacher.get("heads", {})
-            a(f"\nTeacher: {teacher.get('family')} backbones {', '.join(teacher.get('backbones', []))} (frozen ImageNet weights, "
-              f"features at {teacher.get('size')} px from the cached {cfg['size']} px tensors). Fusion measured on validation: "
-              f"logit averaging AUC {_f(h.get('logit_avg', {}).get('val_auc'), 4)}, concatenation + MLP AUC "
-              f"{_f(h.get('concat_mlp', {}).get('val_auc'), 4)} → **{teacher.get('fusion')}** kept. Teacher logits for the training images are "
-              "out-of-fold (5 lesion-grouped folds).")
+            a(f"\nTeacher: {teacher.get('family')} backbones {', '.join(teacher.get('backbones', []))}, {_teacher_training(teacher, cfg)} "
+              f"Fusion measured on validation: logit averaging AUC {_f(h.get('logit_avg', {}).get('val_auc'), 4)}, concatenation + MLP AUC "
+              f"{_f(h.get('concat_mlp', {}).get('val_auc'), 4)} → **{teacher.get('fusion')}** kept. Teacher logits for the training images come "
+              "from heads fitted out-of-fold (5 lesion-grouped folds)"
+              + ("; the fine-tuned backbones themselves saw those images." if teacher.get("train") == "finetune" else "."))
         for key, other in m.items():
             if key.startswith("teacher_") and isinstance(other, dict) and "heads" in other:
                 oh = other["heads"]
+                lite_auc = h.get(teacher.get("fusion"), {}).get("val_auc") if teacher else None
+                paper_auc = oh.get(other.get("fusion"), {}).get("val_auc")
+                kept = "the Lite teacher was kept" if lite_auc is None or paper_auc is None or lite_auc >= paper_auc else \
+                    "it beat the Lite teacher on validation, but the student was distilled from the Lite teacher of this run"
                 a(f"\nPaper-family teacher (`{other.get('preset')}` preset: {', '.join(other.get('backbones', []))}"
-                  f"{', reduced members' if other.get('tiny') else ''}, {other.get('size')} px, **random initialisation, frozen** — no ImageNet "
-                  f"weights for these families are reachable offline, and training them from scratch does not fit this CPU): "
-                  f"fusion {other.get('fusion')}, validation AUC logit averaging {_f(oh.get('logit_avg', {}).get('val_auc'), 4)}, "
+                  f"{' as reduced members (ResNet50V2, ConvNeXtTiny, 2-layer ViT)' if other.get('tiny') else ''}, {other.get('size')} px, "
+                  f"{_teacher_training(other, cfg)} No ImageNet weights for these families are reachable offline. "
+                  f"Fusion {other.get('fusion')}; validation AUC logit averaging {_f(oh.get('logit_avg', {}).get('val_auc'), 4)}, "
                   f"concat + MLP {_f(oh.get('concat_mlp', {}).get('val_auc'), 4)}"
                   + (f"; test rows `{key}…` above" if any(r.startswith(key) for r in test.get("table", {})) else " (validation only)")
-                  + ". Per backbone (validation AUC): " + ", ".join(f"{b} {_f(oh.get(b, {}).get('val_auc'), 4)}" for b in other.get("backbones", []))
-                  + ". The Lite teacher was kept.")
+                  + ". Per backbone (validation AUC of the linear probe): "
+                  + ", ".join(f"{b} {_f(oh.get(b, {}).get('val_auc'), 4)}" for b in other.get("backbones", []))
+                  + f". Measured on the same split: {kept}.")
         kd = m.get("student_kd")
         if kd:
-            a(f"Distillation: loss alpha·CE + (1−alpha)·T²·KL(teacher_T ‖ student_T), alpha {kd.get('alpha')}, T {kd.get('temperature')}"
-              f" (validation AUC {kd.get('best_val_auc', 0):.4f} vs {m.get('student_ce', {}).get('best_val_auc', 0):.4f} without KD). "
-              + ("alpha and T were picked on validation from the grid " + str(cfg.get("kd_grid")) + "." if cfg.get("kd_grid") else
-                 "alpha and T were set before the run, not tuned (no CPU time for the grid; `--set kd_grid=0.3:2,0.7:4` runs it). "
-                 "The frozen-feature teacher is weaker than the fine-tuned student, so a CE-heavy alpha was chosen."))
+            ce = m.get("student_ce", {})
+            a(f"\nDistillation from `{kd.get('teacher', 'teacher')}` (the fused teacher with the better validation AUC): "
+              f"loss alpha·CE + (1−alpha)·T²·KL(teacher_T ‖ student_T), alpha {kd.get('alpha')}, T {kd.get('temperature')}: "
+              f"validation AUC {kd.get('best_val_auc', 0):.4f} with KD ({len(kd.get('epochs', []))} epochs) vs {ce.get('best_val_auc', 0):.4f} "
+              f"without ({len(ce.get('epochs', []))} epochs).")
+            grid = kd.get("grid")
+            if grid:
+                a(f" alpha and T were chosen on validation from a grid, each pair trained {grid[0]['epochs']} epochs: "
+                  + ", ".join(f"alpha {g['alpha']} T {g['temperature']} → {g['best_val_auc']:.4f}" for g in grid) + ".")
+            else:
+                a(" alpha and T were set before the run, not tuned (`--set kd_grid=0.7:2,0.5:4` tunes them).")
     if shipped:
         a("\n### Targets\n")
-        teacher_auc = test.get("table", {}).get("teacher (chosen fusion)", {}).get("auc", {}).get("value")
+        kd_t = m.get("student_kd", {}).get("teacher", "teacher")
+        teacher_row = "teacher (chosen fusion)" if kd_t == "teacher" else f"{kd_t} (chosen fusion)"
+        teacher_auc = test.get("table", {}).get(teacher_row, {}).get("auc", {}).get("value")
         fp32 = test.get("table", {}).get(f"{ex.get('shipped')} (Keras fp32)", {}).get("auc", {}).get("value")
         checks = [
             ("test AUC >= 0.93", shipped["auc"]["value"] >= 0.93, f"{shipped['auc']['value']:.4f}"),
@@ -137,10 +165,10 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
               f"{r['specificity']:.3f} ({r['specificity'] - b['specificity']:+.3f}) |")
     a("\n## Where each stage ran\n")
     t = m.get("timings_s", {})
-    a("All on CPU (2 cores, no GPU; TensorFlow 2.21 / Keras 3). Wall time per step (s): "
-      + ", ".join(f"{k} {v}" for k, v in t.items()) + ". Preprocessed tensors and frozen backbone features are "
-      "cached under `cache/` by content hash, so a step that found them cached is faster than a first run (on a cold "
-      "cache here: teacher features about 3 min per backbone, teacher step about 17 min; `all` about 60 min).\n")
+    a("All on CPU (2 cores, no GPU session; TensorFlow 2.21 / Keras 3): teacher fine-tuning, feature extraction, heads, students, "
+      "export and evaluation. Wall time per step (s): " + ", ".join(f"{k} {v}" for k, v in t.items())
+      + f" (total {sum(t.values()) / 60:.0f} min). Preprocessed tensors and backbone features are cached under `cache/` by content "
+      "hash (fine-tuned weights included), so a step that found them cached runs faster than on a cold cache.\n")
     a("## Limitations\n")
     a("- HAM10000 only (no second dataset staged: no cross-dataset check). Images are 200x150 dermoscopy; the device's camera differs "
       "in resolution, field of view, optics and colour — see the shift table, and validate on the device's own images before use.")
@@ -149,8 +177,8 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
     a("- The paper's 98.75% accuracy is not comparable: HAM10000 has several images per lesion, and an image-level split (or "
       "augmentation before splitting) leaks lesions into the test set. These numbers are lesion-grouped.")
     a("- The teacher here fuses three ImageNet EfficientNet-Lites, not the paper's ResNet152V2 + ConvNeXtBase + ViT-Base: no ImageNet "
-      "weights for those families are reachable offline. The `paper` preset builds them (random init or `--weights DIR`); it was not "
-      "trained to convergence on this CPU.")
+      "weights for those families are reachable offline. The `paper` preset builds them (random init or `--weights DIR`); full-size "
+      "members were not trained on this CPU, only the reduced `paper-small` members (see above).")
     a("- The ablation is inference-time (stage removed from the pipeline of a model trained with it), which overstates a stage's value "
       "compared with retraining without it.")
     a("- Probabilities are not calibrated (class weighting pushes P(malignant) up; see `reliability.png`): act on the decision at "
@@ -160,7 +188,9 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
     a("```bash\npip install -e '.[train,pi]'\n"
       f"{m.get('reproduce') or 'edge-train all --preset ' + cfg['preset'] + ' --data ' + data}\n"
       f"edge-app evaluate models/splits/test.csv --root {data} --json   # the test numbers above, through the device path\n```\n")
-    a(f"`edge-train all` runs split → tensors → teacher → student-ce → student-kd → export → evaluate → card into `runs/<timestamp>/` "
+    from .cli import STEPS
+
+    a(f"`edge-train all` runs {' → '.join(STEPS)} into `runs/<timestamp>/` "
       f"(config.json, metrics.json, log.txt, split CSVs) and writes `models/`. This card: run `{run_dir.name}`; "
       "the run's recorded commands (the same step functions, run one at a time): "
       + "; ".join(f"`{c}`" for c in m.get("commands", [])) + ".")

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-STEPS = ("split", "tensors", "teacher", "student-ce", "student-kd", "export", "evaluate", "card")
+STEPS = ("split", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "export", "evaluate", "card")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +65,7 @@ def _steps():
         "split": p.step_split,
         "tensors": p.step_tensors,
         "teacher": lambda run: p.step_teacher(run),
+        "teacher-compare": lambda run: p.step_teacher_compare(run),
         "student-ce": lambda run: p.step_student(run, kd=False),
         "student-kd": lambda run: p.step_student(run, kd=True),
         "export": lambda run: p.step_export(run),

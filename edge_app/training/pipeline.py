@@ -53,9 +53,19 @@ class Run:
         return json.loads(p.read_text()) if p.is_file() else {}
 
     def record(self, key: str, value: Any) -> None:
-        m = self.metrics()
-        m[key] = value
-        (self.run_dir / "metrics.json").write_text(json.dumps(m, indent=2, default=_jsonable) + "\n")
+        """Read-modify-write under a lock, replaced atomically: two steps of one run may run side by side
+        (e.g. the paper-family teacher beside the students) without losing each other's keys."""
+        import fcntl
+        import os
+
+        path = self.run_dir / "metrics.json"
+        with open(self.run_dir / ".metrics.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            m = self.metrics()
+            m[key] = value
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(m, indent=2, default=_jsonable) + "\n")
+            tmp.replace(path)
 
     def splits(self) -> dict[str, Table]:
         return {s: load_table(self.run_dir / "splits" / f"{s}.csv") for s in SPLITS}
@@ -137,28 +147,50 @@ def step_student(run: Run, kd: bool) -> None:
         x_va, y_va = run.tensors("val"), run.labels("val")
         cw = class_weights(y_tr)
         sw = np.array([cw[int(c)] for c in y_tr], np.float32)
-        teacher = None
+        teacher, kd_teacher = None, None
         if kd:
-            t = np.load(run.run_dir / "teacher_logits.npz")
-            teacher = t["train"]
-        grid = list(cfg.kd_grid) if (kd and cfg.kd_grid) else [(cfg.kd_alpha if kd else 1.0, cfg.kd_temperature)]
-        best = None
-        for alpha, temp in grid:
-            alpha, temp = float(alpha), float(temp)
+            kd_teacher = best_teacher(run)
+            teacher = np.load(run.run_dir / f"{kd_teacher}_logits.npz")["train"]
+            run.log(f"{name}: distilling from {kd_teacher!r} (best fused teacher on validation)")
+        def fit(alpha: float, temp: float, epochs: int):
             model = build_student(cfg.size, cfg.student_blocks, cfg.student_head,
                                   weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None, arch_dir=run.weights_dir,
                                   freeze_blocks=cfg.student_freeze)
-            run.log(f"{name}: alpha={alpha} T={temp}, {model.count_params():,} params, {cfg.epochs} epochs")
-            model, hist = train_student(model, x_tr, y_tr, x_va, y_va, teacher, alpha=alpha, temperature=temp, epochs=cfg.epochs,
+            run.log(f"{name}: alpha={alpha} T={temp}, {model.count_params():,} params, {epochs} epochs")
+            model, hist = train_student(model, x_tr, y_tr, x_va, y_va, teacher, alpha=alpha, temperature=temp, epochs=epochs,
                                         batch_size=cfg.batch_size, lr=cfg.lr, sample_weight=sw, seed=cfg.seed, log=run.log)
             hist.update(alpha=alpha, temperature=temp)
+            return model, hist
+
+        grid = [(float(a), float(t)) for a, t in cfg.kd_grid] if (kd and cfg.kd_grid) else [(cfg.kd_alpha if kd else 1.0, cfg.kd_temperature)]
+        short = len(grid) > 1 and 0 < cfg.kd_grid_epochs < cfg.epochs
+        best, tried = None, []
+        for alpha, temp in grid:
+            model, hist = fit(alpha, temp, cfg.kd_grid_epochs if short else cfg.epochs)
+            tried.append({"alpha": alpha, "temperature": temp, "epochs": len(hist["epochs"]), "best_val_auc": hist["best_val_auc"]})
             if best is None or hist["best_val_auc"] > best[1]["best_val_auc"]:
                 best = (model, hist)
+        if len(grid) > 1:
+            run.log(f"{name}: grid on validation: " + ", ".join(f"alpha {g['alpha']} T {g['temperature']}: {g['best_val_auc']:.4f}" for g in tried))
+        if short:
+            best = fit(best[1]["alpha"], best[1]["temperature"], cfg.epochs)
         model, hist = best
         model.save_weights(run.run_dir / f"{name}.weights.h5")
         probs = {s: malignant_prob(model, run.tensors(s)) for s in ("val", "test")}
         np.savez(run.run_dir / f"{name}_probs.npz", **probs)
-        run.record(name, {"params": int(model.count_params()), **hist})
+        run.record(name, {"params": int(model.count_params()), **hist, **({"grid": tried} if len(grid) > 1 else {}),
+                          **({"teacher": kd_teacher} if kd else {})})
+
+
+def best_teacher(run: Run) -> str:
+    """The fused teacher (this run's "teacher" or a compared "teacher_<preset>") with the best validation AUC."""
+    m = run.metrics()
+    scores = {k: v["heads"][v["fusion"]]["val_auc"] for k, v in m.items()
+              if (k == "teacher" or k.startswith("teacher_")) and isinstance(v, dict) and "heads" in v
+              and (run.run_dir / f"{k}_logits.npz").is_file()}
+    if not scores:
+        raise SystemExit(f"{run.run_dir}: no teacher logits; run the teacher step first")
+    return max(scores, key=scores.get)
 
 
 def load_student(run: Run, name: str):
@@ -178,7 +210,7 @@ def command_line(argv: list[str] | None = None) -> str:
 
 
 def step_teacher(run: Run) -> None:
-    """Frozen backbone features (cached) -> per-backbone heads -> fusion (logit average vs concat+MLP, on val)."""
+    """Backbones fine-tuned (or frozen) -> pooled features (cached) -> per-backbone heads -> fusion (logit average vs concat+MLP, on val)."""
     import keras
 
     from ..metrics import roc_auc
@@ -199,12 +231,20 @@ def step_teacher(run: Run) -> None:
         y = {s: run.labels(s) for s in SPLITS}
         groups = np.array(run.splits()["train"].groups)
         feats: dict[str, dict[str, np.ndarray]] = {}
+        finetuned: dict[str, dict] = {}
         for which in cfg.teacher_backbones:
             t0 = time.perf_counter()
-            ext = feature_extractor(cfg.teacher_family, which, cfg.teacher_size, cfg.size, run.weights_dir, run.paper_weights, cfg.teacher_tiny)
+            trained = cfg.teacher_train == "finetune"
+            ext = feature_extractor(cfg.teacher_family, which, cfg.teacher_size, cfg.size, run.weights_dir, run.paper_weights, cfg.teacher_tiny,
+                                    freeze_stages=cfg.teacher_freeze_stages if trained else None)
+            weights_id = "frozen"
+            if trained:
+                finetuned[which] = _finetune(run, ext, which, tag)
+                weights_id = finetuned[which]["weights_sha256"]
+                ext.trainable = False
             feats[which] = {}
             for s in SPLITS:
-                key = "|".join([cfg.teacher_family, which, str(cfg.teacher_size), str(cfg.teacher_tiny), str(run.paper_weights),
+                key = "|".join([cfg.teacher_family, which, str(cfg.teacher_size), str(cfg.teacher_tiny), str(run.paper_weights), weights_id,
                                 json.dumps(run.preprocessor.describe(), sort_keys=True)] + [r["file"] for r in run.splits()[s].rows])
                 feats[which][s] = cached_features(ext, run.tensors(s), key, run.cache_dir, desc=f"{which} {s}")
             run.log(f"{which}: features {feats[which]['train'].shape[1]}-d at {cfg.teacher_size}px in {time.perf_counter() - t0:.0f} s")
@@ -238,8 +278,53 @@ def step_teacher(run: Run) -> None:
         probs.update({f"teacher_{s}": malignant_from_logits(teacher[s]) for s in ("val", "test")})
         np.savez(run.run_dir / f"{tag}_probs.npz", **probs)
         run.record(tag, {"preset": cfg.preset, "tiny": cfg.teacher_tiny, "family": cfg.teacher_family, "backbones": list(cfg.teacher_backbones), "size": cfg.teacher_size,
-                               "heads": results, "fusion": chosen,
+                         "train": cfg.teacher_train, "init": _teacher_init(run), "finetune": finetuned, "heads": results, "fusion": chosen,
                                "train_logits": "out-of-fold (5 lesion-grouped folds)"})
+
+
+def _teacher_init(run: Run) -> str:
+    if run.cfg.teacher_family == "lite":
+        return "ImageNet (../shared/weights)"
+    return f"user weights ({run.paper_weights})" if run.paper_weights else "random"
+
+
+def _finetune(run: Run, features, which: str, tag: str) -> dict:
+    """Fine-tune one backbone on the training split (or reuse this run's weights from an earlier attempt)."""
+    import hashlib
+
+    from .teacher import finetune_backbone
+
+    cfg = run.cfg
+    path = run.run_dir / f"{tag}_{which}.weights.h5"
+    info_path = path.with_suffix(".json")
+    if path.is_file() and info_path.is_file():
+        features.load_weights(path)
+        run.log(f"{which}: fine-tuned weights reused from {path}")
+        return json.loads(info_path.read_text())
+    y_tr = run.labels("train")
+    cw = class_weights(y_tr)
+    _, hist = finetune_backbone(features, run.tensors("train"), y_tr, run.tensors("val"), run.labels("val"), epochs=cfg.teacher_epochs,
+                                lr=cfg.teacher_lr, batch_size=cfg.batch_size, sample_weight=np.array([cw[int(c)] for c in y_tr], np.float32),
+                                seed=cfg.seed, log=run.log)
+    features.save_weights(path)
+    info = {"init": _teacher_init(run), "frozen_stages": cfg.teacher_freeze_stages if cfg.teacher_family == "lite" else 0,
+            "trainable_params": int(sum(int(np.prod(w.shape)) for w in features.trainable_weights)), "params": int(features.count_params()),
+            "epochs": hist["epochs"], "best_epoch": hist["best_epoch"], "best_val_auc": hist["best_val_auc"],
+            "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def step_teacher_compare(run: Run) -> None:
+    """The second teacher (`compare_teacher` preset, e.g. the paper's families) on the same split and tensors."""
+    from dataclasses import replace
+
+    from .config import teacher_of
+
+    if not run.cfg.compare_teacher:
+        run.log("teacher-compare: no compare_teacher in this preset; skipped")
+        return
+    step_teacher(replace(run, cfg=teacher_of(run.cfg, run.cfg.compare_teacher)))
 
 
 # ------------------------------------------------------------------ 5. export (+ 6. threshold)
@@ -274,7 +359,8 @@ def step_export(run: Run) -> None:
                       "counts": split_info.get("counts"), "val_csv": "models/splits/val.csv", "test_csv": "models/splits/test.csv"},
             "student": {"source": shipped, "init": "ImageNet EfficientNet-Lite0 trunk" if cfg.student_init == "imagenet" else "random",
                         "blocks": cfg.student_blocks, "params": m[shipped]["params"]},
-            "teacher": {k: m.get("teacher", {}).get(k) for k in ("family", "backbones", "fusion", "size")},
+            "teacher": {k: m.get(m.get("student_kd", {}).get("teacher", "teacher"), {}).get(k)
+                        for k in ("preset", "family", "init", "train", "backbones", "fusion", "size")},
             "class_imbalance": "inverse-frequency per-sample loss weights",
             "preset": cfg.preset,
         }

@@ -1,12 +1,16 @@
-"""The teacher: frozen backbones' pooled features (cached once), a head per
-backbone, and a fusion of the three, chosen on validation:
+"""The teacher: each backbone fine-tuned on the training split (`teacher_train=
+finetune`: the late stages of an ImageNet Lite, or a whole paper-family network
+from scratch) or left frozen (`frozen`), its pooled features cached once, a head
+per backbone, and a fusion of the three, chosen on validation:
 
 - "logit_avg": average of the per-backbone heads' logits (linear probes,
   logistic regression on standardised features, C picked on validation);
 - "concat_mlp": the three feature vectors concatenated, one MLP head (Keras).
 
-Teacher logits for the training images are out-of-fold (5 lesion-grouped
-folds), so the student is distilled from predictions the teacher did not fit.
+Teacher logits for the training images come from heads fitted out-of-fold (5
+lesion-grouped folds). A fine-tuned backbone has itself seen those images (no
+CPU time to fine-tune it five times), so they are somewhat more confident than
+its logits on new images; distillation at T > 1 softens them.
 """
 
 from __future__ import annotations
@@ -19,17 +23,42 @@ import numpy as np
 from keras import layers
 
 
-def feature_extractor(family: str, which: str, size: int, input_size: int, weights_dir=None, paper_weights=None, tiny=False):
-    """Cached-tensor (input_size px) -> resize to the backbone's size -> pooled features."""
+def feature_extractor(family: str, which: str, size: int, input_size: int, weights_dir=None, paper_weights=None, tiny=False,
+                      freeze_stages: int | None = None):
+    """Cached-tensor (input_size px) -> resize to the backbone's size -> pooled features.
+
+    freeze_stages=None: frozen (features only). Otherwise trainable for fine-tuning:
+    a Lite backbone keeps its stem and first `freeze_stages` stages frozen; a paper
+    backbone is trained whole (from random init unless `paper_weights`).
+    """
     from .backbones import lite_feature_extractor, paper_feature_extractor
 
-    base = (lite_feature_extractor(weights_dir, which, size) if family == "lite"
+    base = (lite_feature_extractor(weights_dir, which, size, freeze_stages) if family == "lite"
             else paper_feature_extractor(which, size, paper_weights, tiny=tiny))
     inp = keras.Input((input_size, input_size, 3))
     x = inp if size == input_size else layers.Resizing(size, size, interpolation="bilinear")(inp)
     model = keras.Model(inp, base(x), name=f"{which}_at_{size}")
-    model.trainable = False
+    if freeze_stages is None:
+        model.trainable = False
     return model
+
+
+def finetune_backbone(features, x_tr, y_tr, x_va, y_va, *, epochs: int, lr: float, batch_size: int, sample_weight, seed: int,
+                      log=print, dropout: float = 0.3):
+    """Backbone + dropout + dense(2), trained end to end with class-weighted CE on augmented batches.
+
+    Same loop as the student (AdamW, cosine LR, best epoch by validation AUC).
+    Returns (trained classifier, history); `features` shares its weights.
+    """
+    from .distill import train_student
+
+    keras.utils.set_random_seed(seed)
+    logits = layers.Dense(2, name=f"{features.name}_logits")(layers.Dropout(dropout)(features.output))
+    clf = keras.Model(features.input, logits, name=f"{features.name}_classifier")
+    log(f"  fine-tuning {features.name}: {sum(int(np.prod(w.shape)) for w in clf.trainable_weights):,} of {clf.count_params():,} "
+        f"parameters trainable, {epochs} epochs")
+    return train_student(clf, x_tr, y_tr, x_va, y_va, None, alpha=1.0, epochs=epochs, batch_size=batch_size, lr=lr,
+                         sample_weight=sample_weight, seed=seed, log=log)
 
 
 def cached_features(extractor, x: np.ndarray, key: str, cache_dir: Path | None, batch_size: int = 32, desc: str = "") -> np.ndarray:

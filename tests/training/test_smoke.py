@@ -29,6 +29,14 @@ def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synth
     assert clf.manifest.threshold == manifest.threshold
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"split", "teacher", "student_ce", "student_kd", "export", "test", "ablation", "shifts"} <= set(metrics)
+    # the teacher backbone was fine-tuned (not just probed) and the KD pair was picked from the grid on validation
+    ft = metrics["teacher"]["finetune"]["lite0"]
+    assert ft["trainable_params"] < ft["params"] and len(ft["epochs"]) == 1
+    assert (run_dir / "teacher_lite0.weights.h5").is_file()
+    grid = metrics["student_kd"]["grid"]
+    assert [(g["alpha"], g["temperature"]) for g in grid] == [(0.7, 2.0), (0.3, 4.0)]
+    best = max(grid, key=lambda g: g["best_val_auc"])
+    assert (metrics["student_kd"]["alpha"], metrics["student_kd"]["temperature"]) == (best["alpha"], best["temperature"])
     assert (models / "splits" / "test.csv").is_file() and (models / "MODEL_CARD.md").is_file()
     for png in ("roc.png", "confusion.png", "reliability.png"):
         assert (models / png).stat().st_size > 1000
