@@ -163,6 +163,20 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
         for name, r in sh.items():
             a(f"| {name} | {r['auc']:.3f} | {r['sensitivity']:.3f} ({r['sensitivity'] - b['sensitivity']:+.3f}) | "
               f"{r['specificity']:.3f} ({r['specificity'] - b['specificity']:+.3f}) |")
+    study = m.get("input_size")
+    if study:
+        a("\n### Input size (accuracy vs latency)\n")
+        a(f"`edge-train input-size --run-dir runs/{run_dir.name}`: each size trained {next(iter(study['sizes'].values()))['epochs']} epochs "
+          f"with plain CE (same split and recipe), exported to fp16, then timed on the device path as `edge-bench` times it "
+          f"(decode → six stages → LiteRT, p50 over {study['images_timed']} validation JPEGs, sizes interleaved in one process; "
+          "this x86 machine, not a Pi: read the ratios).\n")
+        a("| input | val AUC | fp16 KiB | decode ms | six stages ms | inference ms | end to end ms | vs shipped |\n"
+          "| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for size, r in study["sizes"].items():
+            lat = r["latency_p50_ms"]
+            a(f"| {size} px{' (shipped)' if int(size) == study['shipped_size'] else ''} | {r['val_auc']:.4f} | {r['size_bytes'] / 1024:.0f} | "
+              f"{lat['decode']:.2f} | {lat['six_stages']:.2f} | {lat['inference']:.2f} | {lat['end_to_end']:.2f} | "
+              f"x{r['end_to_end_ratio_to_shipped_size']} |")
     a("\n## Where each stage ran\n")
     t = m.get("timings_s", {})
     a("All on CPU (2 cores, no GPU session; TensorFlow 2.21 / Keras 3): teacher fine-tuning, feature extraction, heads, students, "

@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 
 STEPS = ("split", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "export", "evaluate", "card")
+EXTRA_STEPS = ("input-size",)  # studies run against an existing run folder
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge-train", description="Train, distill, export and evaluate the DermaEdge student.")
-    ap.add_argument("step", choices=("all",) + STEPS, help="one step, or all of them in order")
+    ap.add_argument("step", choices=("all",) + STEPS + EXTRA_STEPS, help="one step, or all of them in order ("
+                    + ", ".join(EXTRA_STEPS) + ": not part of all)")
     ap.add_argument("--preset", default="cpu", help="cpu | paper | paper-small | tiny")
     ap.add_argument("--data", default="../shared/data/ham10000", help="dataset folder with labels.csv (file,label[,lesion_id,...])")
     ap.add_argument("--weights-dir", default="../shared/weights", help="ImageNet EfficientNet-Lite .npz files")
@@ -71,7 +73,14 @@ def _steps():
         "export": lambda run: p.step_export(run),
         "evaluate": lambda run: p.step_evaluate(run),
         "card": lambda run: p.step_card(run),
+        "input-size": _input_size,
     }
+
+
+def _input_size(run) -> None:
+    from .input_size import step_input_size
+
+    step_input_size(run)
 
 
 class _Lazy(dict):

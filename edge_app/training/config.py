@@ -40,6 +40,10 @@ class TrainConfig:
     kd_temperature: float = 2.0
     kd_grid: tuple[tuple[float, float], ...] = ((0.7, 2.0), (0.5, 4.0), (0.2, 4.0))
     kd_grid_epochs: int = 3
+    # input-size study (`edge-train input-size`): each size trained briefly with CE, timed on the device path
+    size_study: tuple[int, ...] = (96, 128, 160)
+    size_study_epochs: int = 3
+    size_study_images: int = 100
     # threshold
     min_sensitivity: float = 0.90
     n_boot: int = 1000
@@ -86,7 +90,8 @@ PRESETS: dict[str, TrainConfig] = {
     # CI smoke test: a few dozen images, tiny sizes, one epoch.
     "tiny": TrainConfig(preset="tiny", size=32, compare_teacher="", split_fractions=(0.5, 0.25, 0.25), teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
                         teacher_epochs=1, student_blocks=3, student_head=16, student_freeze=1, epochs=1, batch_size=16,
-                        kd_grid=((0.7, 2.0), (0.3, 4.0)), kd_grid_epochs=1, n_boot=20),
+                        kd_grid=((0.7, 2.0), (0.3, 4.0)), kd_grid_epochs=1, n_boot=20,
+                        size_study=(24, 32), size_study_epochs=1, size_study_images=4),
 }
 
 

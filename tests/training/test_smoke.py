@@ -40,3 +40,13 @@ def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synth
     assert (models / "splits" / "test.csv").is_file() and (models / "MODEL_CARD.md").is_file()
     for png in ("roc.png", "confusion.png", "reliability.png"):
         assert (models / png).stat().st_size > 1000
+
+    # the input-size study against the same run: each size trained, exported and timed on the device path
+    assert main(["input-size", "--preset", "tiny", "--data", str(synthetic_dataset), "--weights-dir", str(lite_weights),
+                 "--run-dir", str(run_dir), "--models-dir", str(models), "--cache-dir", str(tmp_path / "cache")]) == 0
+    study = json.loads((run_dir / "metrics.json").read_text())["input_size"]
+    assert set(study["sizes"]) == {"24", "32"}
+    for size, r in study["sizes"].items():
+        assert 0.0 <= r["val_auc"] <= 1.0 and r["latency_p50_ms"]["end_to_end"] > r["latency_p50_ms"]["inference"] > 0
+        assert Classifier(run_dir / "input_size" / f"student_{size}px.tflite").manifest.input_size == int(size)
+    assert study["sizes"]["32"]["end_to_end_ratio_to_shipped_size"] == 1.0
