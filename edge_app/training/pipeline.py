@@ -152,6 +152,7 @@ def step_student(run: Run, kd: bool) -> None:
             kd_teacher = best_teacher(run)
             teacher = np.load(run.run_dir / f"{kd_teacher}_logits.npz")["train"]
             run.log(f"{name}: distilling from {kd_teacher!r} (best fused teacher on validation)")
+
         def fit(alpha: float, temp: float, epochs: int):
             model = build_student(cfg.size, cfg.student_blocks, cfg.student_head,
                                   weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None, arch_dir=run.weights_dir,
