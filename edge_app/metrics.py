@@ -56,17 +56,25 @@ def choose_threshold(y_true: np.ndarray, p_malignant: np.ndarray, min_sensitivit
 
 
 def bootstrap_ci(
-    y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+    y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+    groups: np.ndarray | list | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap (resampling cases) 95% CIs of AUC and the operating point."""
+    """Percentile bootstrap 95% CIs of AUC and the operating point.
+
+    With `groups` (e.g. lesion ids) whole groups are resampled: images of one lesion
+    are correlated, so resampling images alone gives intervals that are too narrow.
+    """
     y = np.asarray(y_true).astype(int)
     p = np.asarray(p_malignant, dtype=np.float64)
     rng = np.random.default_rng(seed)
     keys = ("auc", "sensitivity", "specificity", "balanced_accuracy")
     samples: dict[str, list[float]] = {k: [] for k in keys}
-    n = len(y)
+    members = _group_members(groups, len(y))
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        if members is None:
+            idx = rng.integers(0, len(y), len(y))
+        else:
+            idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
         yb, pb = y[idx], p[idx]
         if yb.min() == yb.max():
             continue
@@ -81,16 +89,37 @@ def bootstrap_ci(
     }
 
 
-def evaluate(y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The report shape shared by `edge-app evaluate --json` and the training module."""
+def _group_members(groups: np.ndarray | list | None, n: int) -> list[np.ndarray] | None:
+    """Indices of each group (in first-seen order), or None to resample single cases."""
+    if groups is None:
+        return None
+    g = np.asarray(groups)
+    if len(g) != n:
+        raise ValueError(f"groups has {len(g)} entries for {n} cases")
+    _, first, inverse = np.unique(g, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # stable, independent of the ids' sort order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    inverse = rank[inverse.ravel()]
+    return [np.flatnonzero(inverse == k) for k in range(len(order))]
+
+
+def evaluate(y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0,
+             groups: np.ndarray | list | None = None) -> dict[str, Any]:
+    """The report shape shared by `edge-app evaluate --json` and the training module.
+
+    `groups` (lesion ids) makes the bootstrap resample lesions instead of images.
+    """
     y = np.asarray(y_true).astype(int)
     p = np.asarray(p_malignant, dtype=np.float64)
     op = operating_point(y, p, threshold)
-    ci = bootstrap_ci(y, p, threshold, n_boot=n_boot, seed=seed)
+    ci = bootstrap_ci(y, p, threshold, n_boot=n_boot, seed=seed, groups=groups)
     values = {"auc": roc_auc(y, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}
     return {
         "n": len(y),
         "n_malignant": int(y.sum()),
+        "bootstrap": {"resamples": n_boot, "unit": "image" if groups is None else "group",
+                      **({} if groups is None else {"groups": len(set(np.asarray(groups).tolist()))})},
         **{k: {"value": round(v, 4), "ci95": [round(ci[k][0], 4), round(ci[k][1], 4)]} for k, v in values.items()},
         "threshold": float(threshold),
         "confusion": op["confusion"],

@@ -24,23 +24,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder the CSV's file paths are relative to (default: the CSV's folder)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--group-by", default="lesion_id", metavar="COLUMN",
+                   help="resample whole groups in the bootstrap when the CSV has this column (default: lesion_id; "
+                        "'' resamples images)")
     p.add_argument("--predictions", help="also write file,label,p_malignant to this CSV")
     add_model_arguments(p)
     p.set_defaults(func=run)
 
 
-def read_labels(csv_path: Path) -> list[tuple[str, int]]:
+def read_labels(csv_path: Path, group_by: str = "") -> list[tuple[str, int, str | None]]:
+    """(file, 0/1 label, group) rows; group is None unless the CSV has the `group_by` column."""
     try:
         with open(csv_path, newline="") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
                 raise ValueError(f"{csv_path} needs columns 'file' and 'label' (found {reader.fieldnames})")
             rows = []
+            grouped = bool(group_by) and group_by in reader.fieldnames
             for line, row in enumerate(reader, start=2):
                 label = (row["label"] or "").strip().lower()
                 if label not in LABEL_VALUES:
                     raise ValueError(f"{csv_path}:{line}: label {row['label']!r} is not benign or malignant")
-                rows.append((row["file"], LABEL_VALUES[label]))
+                group = (row[group_by] or "").strip() if grouped else None
+                if grouped and not group:
+                    raise ValueError(f"{csv_path}:{line}: empty {group_by}")
+                rows.append((row["file"], LABEL_VALUES[label], group))
     except OSError as exc:
         raise ValueError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
     if not rows:
@@ -58,15 +66,15 @@ def run(args: argparse.Namespace) -> int:
     csv_path = Path(args.labels)
     root = Path(args.root) if args.root else csv_path.parent
     try:
-        rows = read_labels(csv_path)
+        rows = read_labels(csv_path, args.group_by)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     classifier = load_classifier(args)
     if classifier is None:
         return 3
-    labels, probs, kept, errors = [], [], [], []
-    for file, label in tqdm(rows, desc="evaluate", unit="img", disable=None, file=sys.stderr):
+    labels, probs, kept, groups, errors = [], [], [], [], []
+    for file, label, group in tqdm(rows, desc="evaluate", unit="img", disable=None, file=sys.stderr):
         try:
             result = classifier.classify(read_image(root / file, min_side=classifier.decode_min_side))
         except (ImageDecodeError, ValueError) as exc:
@@ -75,12 +83,15 @@ def run(args: argparse.Namespace) -> int:
         labels.append(label)
         probs.append(result.malignant_probability)
         kept.append(file)
+        groups.append(group)
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if len(set(labels)) < 2:
         print("error: need at least one benign and one malignant readable image", file=sys.stderr)
         return 2
-    report = evaluate(np.array(labels), np.array(probs), classifier.manifest.threshold, n_boot=args.bootstrap)
+    grouped = groups and groups[0] is not None
+    report = evaluate(np.array(labels), np.array(probs), classifier.manifest.threshold, n_boot=args.bootstrap,
+                      groups=groups if grouped else None)
     report["errors"] = len(errors)
     report["model_sha256"] = classifier.sha256
     if args.predictions:
@@ -102,7 +113,9 @@ def _human(r: dict) -> str:
 
     c = r["confusion"]
     return "\n".join([
-        f"n = {r['n']} ({r['n_malignant']} malignant), threshold {r['threshold']:.4f}",
+        f"n = {r['n']} ({r['n_malignant']} malignant), threshold {r['threshold']:.4f}; 95% CIs from "
+        f"{r['bootstrap']['resamples']} bootstrap resamples of "
+        + (f"{r['bootstrap']['groups']} lesions" if r["bootstrap"]["unit"] == "group" else "images"),
         line("AUC", "auc"), line("sensitivity", "sensitivity"), line("specificity", "specificity"),
         line("balanced accuracy", "balanced_accuracy"),
         "  confusion           predicted malignant  predicted benign",

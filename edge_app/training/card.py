@@ -10,6 +10,11 @@ def _ci(d: dict) -> str:
     return f"{d['value']:.3f} [{d['ci95'][0]:.3f}, {d['ci95'][1]:.3f}]"
 
 
+def _unit(report: dict) -> str:
+    b = report.get("bootstrap", {})
+    return f"{b['groups']} lesions (all images of a lesion together)" if b.get("unit") == "group" else "images"
+
+
 def _f(v: Any, nd: int = 3) -> str:
     return "n/a" if v is None else f"{v:.{nd}f}"
 
@@ -77,7 +82,8 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
     if shipped:
         a("## Results on the lesion-grouped test split (used for nothing else)\n")
         a(f"Shipped fp16 model through the device path (decode → preprocess → LiteRT), threshold {test['threshold']:.4f}, "
-          f"n = {shipped['n']} images ({shipped['n_malignant']} malignant); 95% CIs from {cfg['n_boot']} bootstrap resamples of images.\n")
+          f"n = {shipped['n']} images ({shipped['n_malignant']} malignant); 95% CIs from {cfg['n_boot']} bootstrap resamples of "
+          f"{_unit(shipped)}.\n")
         a("| metric | value [95% CI] | target |\n| --- | --- | --- |")
         for k, t in (("auc", ">= 0.93"), ("sensitivity", ">= 0.90"), ("specificity", ">= 0.75"), ("balanced_accuracy", "")):
             a(f"| {k.replace('_', ' ')} | {_ci(shipped[k])} | {t} |")
@@ -104,8 +110,12 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
                 oh = other["heads"]
                 lite_auc = h.get(teacher.get("fusion"), {}).get("val_auc") if teacher else None
                 paper_auc = oh.get(other.get("fusion"), {}).get("val_auc")
-                kept = "the Lite teacher was kept" if lite_auc is None or paper_auc is None or lite_auc >= paper_auc else \
-                    "it beat the Lite teacher on validation, but the student was distilled from the Lite teacher of this run"
+                distilled_from = m.get("student_kd", {}).get("teacher", "teacher")
+                if lite_auc is None or paper_auc is None:
+                    kept = f"the student was distilled from `{distilled_from}`"
+                else:
+                    kept = (f"validation AUC {paper_auc:.4f} vs the Lite teacher's {lite_auc:.4f}, so the student was distilled from "
+                            f"`{distilled_from}`")
                 a(f"\nPaper-family teacher (`{other.get('preset')}` preset: {', '.join(other.get('backbones', []))}"
                   f"{' as reduced members (ResNet50V2, ConvNeXtTiny, 2-layer ViT)' if other.get('tiny') else ''}, {other.get('size')} px, "
                   f"{_teacher_training(other, cfg)} No ImageNet weights for these families are reachable offline. "
@@ -177,6 +187,13 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
             a(f"| {size} px{' (shipped)' if int(size) == study['shipped_size'] else ''} | {r['val_auc']:.4f} | {r['size_bytes'] / 1024:.0f} | "
               f"{lat['decode']:.2f} | {lat['six_stages']:.2f} | {lat['inference']:.2f} | {lat['end_to_end']:.2f} | "
               f"x{r['end_to_end_ratio_to_shipped_size']} |")
+    cross = m.get("cross_dataset")
+    if cross:
+        a("\n### Cross-dataset check (shipped model and threshold, nothing re-tuned)\n")
+        a("| dataset | images (malignant) | AUC [95% CI] | sensitivity | specificity | unreadable |\n| --- | --- | --- | --- | --- | --- |")
+        for name, r in cross.items():
+            a(f"| {name} | {r['n']} ({r['n_malignant']}) | {_ci(r['auc'])} | {_ci(r['sensitivity'])} | {_ci(r['specificity'])} | "
+              f"{r['unreadable']} |")
     a("\n## Where each stage ran\n")
     t = m.get("timings_s", {})
     a("All on CPU (2 cores, no GPU session; TensorFlow 2.21 / Keras 3): teacher fine-tuning, feature extraction, heads, students, "
@@ -184,8 +201,10 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
       + f" (total {sum(t.values()) / 60:.0f} min). Preprocessed tensors and backbone features are cached under `cache/` by content "
       "hash (fine-tuned weights included), so a step that found them cached runs faster than on a cold cache.\n")
     a("## Limitations\n")
-    a("- HAM10000 only (no second dataset staged: no cross-dataset check). Images are 200x150 dermoscopy; the device's camera differs "
-      "in resolution, field of view, optics and colour — see the shift table, and validate on the device's own images before use.")
+    a(("- Trained on one dataset; cross-dataset results above. " if cross else
+       "- Trained and tested on one dataset (no second dataset staged beside it: no cross-dataset check). ")
+      + "Training images are dermoscopy; the device's camera differs in resolution, field of view, optics and colour — see the "
+      "shift table, and validate on the device's own images before use.")
     a("- Fitzpatrick skin types V–VI are barely represented in HAM10000 (mostly fair-skinned European patients); performance on "
       "darker skin is unknown.")
     a("- The paper's 98.75% accuracy is not comparable: HAM10000 has several images per lesion, and an image-level split (or "
@@ -197,7 +216,9 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
       "compared with retraining without it.")
     a("- Probabilities are not calibrated (class weighting pushes P(malignant) up; see `reliability.png`): act on the decision at "
       "the threshold, not on the raw probability.")
-    a("- Test CIs are from an image-level bootstrap; images of the same lesion are correlated, so the true intervals are somewhat wider.\n")
+    if shipped and shipped.get("bootstrap", {}).get("unit") != "group":
+        a("- Test CIs are from an image-level bootstrap; images of the same lesion are correlated, so the true intervals are somewhat wider.")
+    a("- One split of one dataset: the CIs cover resampling of these test lesions, not the spread between training runs or seeds.\n")
     a("## Reproduce\n")
     a("```bash\npip install -e '.[train,pi]'\n"
       f"{m.get('reproduce') or 'edge-train all --preset ' + cfg['preset'] + ' --data ' + data}\n"

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--run-dir", default=None, help="continue this run folder (default: a new runs/<timestamp>/)")
     ap.add_argument("--models-dir", default="models", help="where the shipped model, card and plots go")
     ap.add_argument("--cache-dir", default="cache", help="preprocessed tensors and backbone features")
+    ap.add_argument("--cross-data", action="append", default=None, metavar="DIR",
+                    help="another labelled dataset to evaluate the shipped model on (repeatable; default: every folder beside "
+                         "--data that has a labels.csv; 'none' for no cross-dataset check)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")
     return ap
 
@@ -46,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     run = pipeline.Run(cfg=cfg, data=Path(args.data), run_dir=run_dir,
                        weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                        paper_weights=Path(args.weights) if args.weights else None,
-                       cache_dir=Path(args.cache_dir), models_dir=Path(args.models_dir), command=pipeline.command_line(argv))
+                       cache_dir=Path(args.cache_dir), models_dir=Path(args.models_dir), command=pipeline.command_line(argv),
+                       cross_data=_cross_data(args))
     run.reproduce = " ".join(["edge-train all", "--preset", cfg.preset, "--data", args.data, "--weights-dir", args.weights_dir]
                              + (["--weights", args.weights] if args.weights else []) + [f"--set {s}" for s in args.set])
     config_name = "config.json" if args.step == "all" else f"config.{args.step}.{cfg.preset}.json"
@@ -58,6 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     for step in steps:
         STEP_FUNCS[step](run)
     return 0
+
+
+def _cross_data(args: argparse.Namespace) -> list[Path]:
+    from .pipeline import sibling_datasets
+
+    if args.cross_data is None:
+        return sibling_datasets(Path(args.data)) if Path(args.data).is_dir() else []
+    dirs = [Path(d) for d in args.cross_data if d != "none"]
+    for d in dirs:
+        if not (d / "labels.csv").is_file():
+            raise SystemExit(f"--cross-data {d}: no labels.csv there (columns file,label[,lesion_id])")
+    return dirs
 
 
 def _steps():

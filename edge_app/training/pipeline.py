@@ -33,6 +33,7 @@ class Run:
     paper_weights: Path | None = None
     cache_dir: Path = Path("cache")
     models_dir: Path = Path("models")
+    cross_data: list[Path] = field(default_factory=list)  # other labelled datasets, evaluated as-is at the shipped threshold
     command: str = ""  # this invocation
     reproduce: str = ""  # the one command that rebuilds everything (`edge-train all ...`)
     _tensors: dict[str, np.ndarray] = field(default_factory=dict)
@@ -77,6 +78,11 @@ class Run:
 
     def labels(self, split: str) -> np.ndarray:
         return self.splits()[split].y
+
+    def lesions(self, split: str) -> list[str] | None:
+        """Lesion ids for a lesion-level bootstrap (None when the dataset has none: images are resampled)."""
+        table = self.splits()[split]
+        return table.groups if "lesion_id" in table.columns else None
 
 
 def _jsonable(o):
@@ -372,7 +378,7 @@ def step_export(run: Run) -> None:
             clf = Classifier(out)
             p16 = clf.predict(x_va)[:, 1].astype(np.float64)
             thr16 = choose_threshold(y_va, p16, cfg.min_sensitivity)
-            val_metrics = evaluate(y_va, p16, thr16, n_boot=cfg.n_boot)
+            val_metrics = evaluate(y_va, p16, thr16, n_boot=cfg.n_boot, groups=run.lesions("val"))
             if abs(thr16 - thr) < 1e-9:
                 break
             thr = thr16
@@ -465,7 +471,8 @@ def step_evaluate(run: Run) -> None:
         clf = Classifier(run.models_dir / "student_fp16.tflite")
         thr = float(clf.manifest.threshold)
         p16 = device_probs(clf, test, run.data, desc="test (device path)")
-        shipped = evaluate(y_te, p16, thr, n_boot=cfg.n_boot)
+        lesions = run.lesions("test")
+        shipped = evaluate(y_te, p16, thr, n_boot=cfg.n_boot, groups=lesions)
         run.log(f"test, shipped fp16 (device path): AUC {shipped['auc']['value']:.4f} sens {shipped['sensitivity']['value']:.3f} "
                 f"spec {shipped['specificity']['value']:.3f} at {thr:.4f}")
 
@@ -488,7 +495,7 @@ def step_evaluate(run: Run) -> None:
             p = np.load(run.run_dir / f"{name}_probs.npz")
             val_test[f"{name} (Keras fp32)"] = (p["val"], p["test"])
         for label, (pv, pt) in val_test.items():
-            rows[label] = evaluate(y_te, pt, choose_threshold(y_va, pv, cfg.min_sensitivity), n_boot=cfg.n_boot)
+            rows[label] = evaluate(y_te, pt, choose_threshold(y_va, pv, cfg.min_sensitivity), n_boot=cfg.n_boot, groups=lesions)
         rows["shipped student fp16 (TFLite, device path)"] = shipped
         run.record("test", {"shipped": shipped, "table": rows, "threshold": thr})
 
@@ -510,6 +517,7 @@ def step_evaluate(run: Run) -> None:
             shifts[name] = {"auc": roc_auc(y_te, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}
             run.log(f"shift {name}: AUC {shifts[name]['auc']:.4f} sens {op['sensitivity']:.3f} spec {op['specificity']:.3f}")
         run.record("shifts", shifts)
+        run.record("cross_dataset", cross_dataset(run, clf))
 
         # plots
         curves = {"shipped student fp16": p16}
@@ -517,6 +525,43 @@ def step_evaluate(run: Run) -> None:
             curves["teacher"] = val_test["teacher (chosen fusion)"][1]
         save_plots(run.models_dir, y_te, curves, p16, thr)
         np.savez(run.run_dir / "test_probs.npz", y=y_te, shipped_fp16=p16)
+
+
+def sibling_datasets(data: Path) -> list[Path]:
+    """The other staged datasets beside `data` (folders with a labels.csv): the default cross-dataset check."""
+    parent = data.resolve().parent
+    return sorted(d for d in parent.iterdir() if d.is_dir() and d.resolve() != data.resolve() and (d / "labels.csv").is_file())
+
+
+def cross_dataset(run: Run, clf) -> dict[str, dict]:
+    """The shipped model on every image of each other dataset, at the shipped threshold (nothing re-tuned)."""
+    from ..images import ImageDecodeError, read_image
+    from ..metrics import evaluate
+
+    out: dict[str, dict] = {}
+    for root in run.cross_data:
+        table = load_table(root / "labels.csv")
+        probs, keep, errors = [], [], 0
+        for i, r in enumerate(table.rows):
+            try:
+                im = read_image(root / r["file"], min_side=clf.decode_min_side)
+            except (ImageDecodeError, ValueError, OSError):
+                errors += 1
+                continue
+            probs.append(clf.predict(clf.preprocessor(im))[0, clf.positive_index])
+            keep.append(i)
+        kept = table.subset(keep)
+        if len(set(kept.y.tolist())) < 2:
+            run.log(f"cross-dataset {root}: needs both classes among its readable images; skipped")
+            continue
+        report = evaluate(kept.y, np.array(probs), float(clf.manifest.threshold), n_boot=run.cfg.n_boot,
+                          groups=kept.groups if "lesion_id" in table.columns else None)
+        out[root.name] = {"path": str(root), "unreadable": errors, **report}
+        run.log(f"cross-dataset {root.name}: n {report['n']}, AUC {report['auc']['value']:.4f}, sens {report['sensitivity']['value']:.3f}, "
+                f"spec {report['specificity']['value']:.3f} ({errors} unreadable)")
+    if not run.cross_data:
+        run.log("cross-dataset: no other dataset staged beside the training data")
+    return out
 
 
 # ------------------------------------------------------------------ 8. model card

@@ -56,6 +56,15 @@ def test_evaluate_prints_metrics_as_json(labelled_folder, model_path, capsys):
     assert report["n"] == 12
     assert {"auc", "sensitivity", "specificity", "balanced_accuracy", "threshold", "confusion"} <= set(report)
     assert sum(report["confusion"].values()) == 12
+    assert report["bootstrap"] == {"resamples": 50, "unit": "image"}  # no lesion_id column: images are resampled
+
+
+def test_evaluate_resamples_lesions_when_the_csv_has_lesion_ids(labelled_folder, model_path, capsys):
+    rows = (labelled_folder / "labels.csv").read_text().splitlines()
+    grouped = ["file,label,lesion_id"] + [f"{r.rsplit(',', 1)[0]},L{i // 3}" for i, r in enumerate(rows[1:])]
+    (labelled_folder / "grouped.csv").write_text("\n".join(grouped) + "\n")
+    assert main(["evaluate", str(labelled_folder / "grouped.csv"), "--bootstrap", "50", "--model", str(model_path)]) == 0
+    assert "bootstrap resamples of 4 lesions" in capsys.readouterr().out
 
 
 def test_evaluate_rejects_a_label_that_is_not_benign_or_malignant(labelled_folder, model_path, capsys):

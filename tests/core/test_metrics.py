@@ -34,3 +34,27 @@ def test_evaluate_reports_auc_and_operating_point_with_cis(scores):
         assert lo <= r[key]["value"] <= hi
     c = r["confusion"]
     assert c["tp"] + c["fn"] == y.sum() and c["tn"] + c["fp"] == (1 - y).sum()
+
+
+def test_lesion_grouped_bootstrap_widens_the_interval_when_images_of_a_lesion_repeat():
+    # 100 lesions, each photographed 5 times with near-identical scores: 500 images but only 100 independent cases
+    rng = np.random.default_rng(1)
+    y_lesion = rng.integers(0, 2, 100)
+    p_lesion = np.clip(0.3 * y_lesion + 0.7 * rng.random(100), 0, 1)
+    y, p = np.repeat(y_lesion, 5), np.repeat(p_lesion, 5) + rng.normal(0, 1e-3, 500)
+    lesions = np.repeat([f"L{i:03d}" for i in range(100)], 5)
+    by_image = evaluate(y, p, 0.5, n_boot=300)
+    by_lesion = evaluate(y, p, 0.5, n_boot=300, groups=lesions)
+    assert by_image["bootstrap"]["unit"] == "image"
+    assert by_lesion["bootstrap"] == {"resamples": 300, "unit": "group", "groups": 100}
+    width = lambda r, k: r[k]["ci95"][1] - r[k]["ci95"][0]
+    for key in ("auc", "sensitivity", "specificity"):
+        # resampling 500 copies pretends to 5x the evidence: ~sqrt(5) = 2.2x too narrow
+        assert width(by_lesion, key) > 1.6 * width(by_image, key), key
+    assert by_lesion["auc"]["value"] == by_image["auc"]["value"]  # the point estimate does not change
+
+
+def test_grouped_bootstrap_rejects_groups_of_the_wrong_length(scores):
+    y, p = scores
+    with pytest.raises(ValueError, match="groups has 3 entries for 400 cases"):
+        evaluate(y, p, 0.5, n_boot=10, groups=["a", "b", "c"])

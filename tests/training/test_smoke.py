@@ -12,8 +12,11 @@ from edge_app.runtime import Classifier
 pytestmark = pytest.mark.slow
 
 
-def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synthetic_dataset, lite_weights, tmp_path):
+def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synthetic_dataset, make_dataset, lite_weights, tmp_path):
     from edge_app.training.cli import main
+
+    other = make_dataset(tmp_path / "other_clinic", n_lesions=6, seed=7)  # staged beside the training data: the cross-dataset check
+    (other / "images" / "L000_0.jpg").write_bytes(b"not a jpeg")
 
     models = tmp_path / "models"
     run_dir = tmp_path / "run"
@@ -29,6 +32,12 @@ def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synth
     assert clf.manifest.threshold == manifest.threshold
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert {"split", "teacher", "student_ce", "student_kd", "export", "test", "ablation", "shifts"} <= set(metrics)
+    # test CIs resample lesions, not images; the other dataset was screened at the shipped threshold, its bad file counted
+    assert metrics["test"]["shipped"]["bootstrap"]["unit"] == "group"
+    cross = metrics["cross_dataset"]["other_clinic"]
+    assert (cross["n"], cross["unreadable"], cross["threshold"]) == (11, 1, manifest.threshold)
+    card = (models / "MODEL_CARD.md").read_text()
+    assert "Cross-dataset check" in card and "| other_clinic | 11 (6) |" in card
     # the teacher backbone was fine-tuned (not just probed) and the KD pair was picked from the grid on validation
     ft = metrics["teacher"]["finetune"]["lite0"]
     assert ft["trainable_params"] < ft["params"] and len(ft["epochs"]) == 1
@@ -50,3 +59,11 @@ def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synth
         assert 0.0 <= r["val_auc"] <= 1.0 and r["latency_p50_ms"]["end_to_end"] > r["latency_p50_ms"]["inference"] > 0
         assert Classifier(run_dir / "input_size" / f"student_{size}px.tflite").manifest.input_size == int(size)
     assert study["sizes"]["32"]["end_to_end_ratio_to_shipped_size"] == 1.0
+
+
+def test_a_cross_dataset_folder_without_labels_is_refused_before_any_work(synthetic_dataset, tmp_path):
+    from edge_app.training.cli import main
+
+    with pytest.raises(SystemExit, match="no labels.csv there"):
+        main(["split", "--preset", "tiny", "--data", str(synthetic_dataset), "--run-dir", str(tmp_path / "run"),
+              "--cross-data", str(tmp_path / "nowhere")])
