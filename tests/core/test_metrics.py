@@ -43,10 +43,10 @@ def test_lesion_grouped_bootstrap_widens_the_interval_when_images_of_a_lesion_re
     p_lesion = np.clip(0.3 * y_lesion + 0.7 * rng.random(100), 0, 1)
     y, p = np.repeat(y_lesion, 5), np.repeat(p_lesion, 5) + rng.normal(0, 1e-3, 500)
     lesions = np.repeat([f"L{i:03d}" for i in range(100)], 5)
-    by_image = evaluate(y, p, 0.5, n_boot=300)
-    by_lesion = evaluate(y, p, 0.5, n_boot=300, groups=lesions)
+    by_image = evaluate(y, p, 0.5, n_boot=200)
+    by_lesion = evaluate(y, p, 0.5, n_boot=200, groups=lesions)
     assert by_image["bootstrap"]["unit"] == "image"
-    assert by_lesion["bootstrap"] == {"resamples": 300, "unit": "group", "groups": 100}
+    assert by_lesion["bootstrap"] == {"resamples": 200, "unit": "group", "groups": 100}
     width = lambda r, k: r[k]["ci95"][1] - r[k]["ci95"][0]
     for key in ("auc", "sensitivity", "specificity"):
         # resampling 500 copies pretends to 5x the evidence: ~sqrt(5) = 2.2x too narrow
