@@ -59,6 +59,10 @@ def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synth
         assert 0.0 <= r["val_auc"] <= 1.0 and r["latency_p50_ms"]["end_to_end"] > r["latency_p50_ms"]["inference"] > 0
         assert Classifier(run_dir / "input_size" / f"student_{size}px.tflite").manifest.input_size == int(size)
     assert study["sizes"]["32"]["end_to_end_ratio_to_shipped_size"] == 1.0
+    # the card, written again, carries the study's table
+    assert main(["card", "--preset", "tiny", "--data", str(synthetic_dataset), "--run-dir", str(run_dir), "--models-dir", str(models)]) == 0
+    card = (models / "MODEL_CARD.md").read_text()
+    assert "### Input size (accuracy vs latency)" in card and "| 32 px (shipped) |" in card
 
 
 def test_a_cross_dataset_folder_without_labels_is_refused_before_any_work(synthetic_dataset, tmp_path):
