@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     config_name = "config.json" if args.step == "all" else f"config.{args.step}.{cfg.preset}.json"
     (run_dir / config_name).write_text(json.dumps({"config": cfg.to_dict(), "args": vars(args)}, indent=2) + "\n")
     run.log(f"run folder {run_dir}, preset {cfg.preset}: {run.command}")
-    run.record("commands", run.metrics().get("commands", []) + [run.command])
+    run.update("commands", lambda old: (old or []) + [run.command])
     run.record("reproduce", run.reproduce)
     steps = STEPS if args.step == "all" else (args.step,)
     for step in steps:

@@ -54,8 +54,12 @@ class Run:
         return json.loads(p.read_text()) if p.is_file() else {}
 
     def record(self, key: str, value: Any) -> None:
-        """Read-modify-write under a lock, replaced atomically: two steps of one run may run side by side
-        (e.g. the paper-family teacher beside the students) without losing each other's keys."""
+        """Set one key of metrics.json (see `update`)."""
+        self.update(key, lambda _old: value)
+
+    def update(self, key: str, change) -> None:
+        """metrics[key] = change(old value or None): read-modify-write under a lock, replaced atomically, so two steps
+        of one run may run side by side (e.g. the input-size study beside the students) without losing each other's keys."""
         import fcntl
         import os
 
@@ -63,7 +67,7 @@ class Run:
         with open(self.run_dir / ".metrics.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             m = self.metrics()
-            m[key] = value
+            m[key] = change(m.get(key))
             tmp = path.with_suffix(f".{os.getpid()}.tmp")
             tmp.write_text(json.dumps(m, indent=2, default=_jsonable) + "\n")
             tmp.replace(path)
@@ -106,9 +110,7 @@ def timed(run: Run, name: str):
         def __exit__(self, *exc):
             dt = time.perf_counter() - self.t0
             if exc[0] is None:
-                t = run.metrics().get("timings_s", {})
-                t[name] = round(dt, 1)
-                run.record("timings_s", t)
+                run.update("timings_s", lambda t: {**(t or {}), name: round(dt, 1)})
                 run.log(f"step {name} done in {dt:.1f} s")
 
     return _T()

@@ -42,9 +42,13 @@ def test_no_teacher_is_a_clear_error(tmp_path):
 
 
 def _writer(run_dir: str, prefix: str, n: int) -> None:
+    from edge_app.training.pipeline import timed
+
     run = Run(cfg=get_preset("cpu"), data=Path(run_dir), run_dir=Path(run_dir))
     for i in range(n):
         run.record(f"{prefix}{i}", {"i": i})
+        with timed(run, f"{prefix}{i}"):  # each step's wall time goes into one shared dict
+            pass
 
 
 def test_two_steps_recording_side_by_side_lose_no_key(tmp_path):
@@ -55,5 +59,6 @@ def test_two_steps_recording_side_by_side_lose_no_key(tmp_path):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    keys = set(json.loads((tmp_path / "metrics.json").read_text()))
-    assert keys == {f"{p}{i}" for p in "ab" for i in range(40)}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {f"{p}{i}" for p in "ab" for i in range(40)} | {"timings_s"}
+    assert set(metrics["timings_s"]) == {f"{p}{i}" for p in "ab" for i in range(40)}
