@@ -157,16 +157,14 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
         kd = m.get("student_kd")
         if kd:
             ce = m.get("student_ce", {})
+            grid = kd.get("grid")
+            how = (f" alpha and T were chosen on validation from a grid, each pair trained {grid[0]['epochs']} epochs: "
+                   + ", ".join(f"alpha {g['alpha']} T {g['temperature']} → {g['best_val_auc']:.4f}" for g in grid) + "."
+                   if grid else " alpha and T were set before the run, not tuned (`--set kd_grid=0.7:2,0.5:4` tunes them).")
             a(f"\nDistillation from `{kd.get('teacher', 'teacher')}` (the fused teacher with the better validation AUC): "
               f"loss alpha·CE + (1−alpha)·T²·KL(teacher_T ‖ student_T), alpha {kd.get('alpha')}, T {kd.get('temperature')}: "
               f"validation AUC {kd.get('best_val_auc', 0):.4f} with KD ({len(kd.get('epochs', []))} epochs) vs {ce.get('best_val_auc', 0):.4f} "
-              f"without ({len(ce.get('epochs', []))} epochs).")
-            grid = kd.get("grid")
-            if grid:
-                a(f" alpha and T were chosen on validation from a grid, each pair trained {grid[0]['epochs']} epochs: "
-                  + ", ".join(f"alpha {g['alpha']} T {g['temperature']} → {g['best_val_auc']:.4f}" for g in grid) + ".")
-            else:
-                a(" alpha and T were set before the run, not tuned (`--set kd_grid=0.7:2,0.5:4` tunes them).")
+              f"without ({len(ce.get('epochs', []))} epochs)." + how)
     if shipped:
         a("\n### Targets\n")
         kd_t = m.get("student_kd", {}).get("teacher", "teacher")
@@ -206,6 +204,12 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
         for name, r in sh.items():
             a(f"| {name} | {r['auc']:.3f} | {r['sensitivity']:.3f} ({r['sensitivity'] - b['sensitivity']:+.3f}) | "
               f"{r['specificity']:.3f} ({r['specificity'] - b['specificity']:+.3f}) |")
+        moved = {k: r["sensitivity"] - b["sensitivity"] for k, r in sh.items() if k != "none"}
+        if moved:
+            worst = min(moved, key=moved.get)
+            a(f"\nThe operating point moves by up to {abs(moved[worst]):.3f} in sensitivity (worst: `{worst}`, "
+              f"{sh[worst]['sensitivity']:.3f}). A source that recompresses heavily or casts colour "
+              "needs its own check of the threshold on its images before use.")
     study = m.get("input_size")
     if study:
         a("\n### Input size (accuracy vs latency)\n")
@@ -220,6 +224,19 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
             a(f"| {size} px{' (shipped)' if int(size) == study['shipped_size'] else ''} | {r['val_auc']:.4f} | {r['size_bytes'] / 1024:.0f} | "
               f"{lat['decode']:.2f} | {lat['six_stages']:.2f} | {lat['inference']:.2f} | {lat['end_to_end']:.2f} | "
               f"x{r['end_to_end_ratio_to_shipped_size']} |")
+        aucs = [r["val_auc"] for r in study["sizes"].values()]
+        val_auc = m.get("export", {}).get("val_fp16", {}).get("auc")
+        if val_auc:
+            half = (val_auc["ci95"][1] - val_auc["ci95"][0]) / 2
+            fastest = min(study["sizes"], key=lambda k: study["sizes"][k]["latency_p50_ms"]["end_to_end"])
+            ratio = study["sizes"][fastest]["end_to_end_ratio_to_shipped_size"]
+            if max(aucs) - min(aucs) < half:
+                verdict = (f"smaller than the shipped model's validation AUC 95% CI half-width ({half:.3f}): this data does not tell the "
+                           f"sizes apart by accuracy. The preset's {study['shipped_size']} px is kept; {fastest} px would take x{ratio} "
+                           f"of its end-to-end time with no measurable loss here, an option for a slower Pi (`--set size={fastest}`)")
+            else:
+                verdict = f"larger than the shipped model's validation AUC 95% CI half-width ({half:.3f})"
+            a(f"\nSpread of validation AUC across sizes: {max(aucs) - min(aucs):.4f}, {verdict}.")
     cross = m.get("cross_dataset")
     if cross:
         a("\n### Cross-dataset check (shipped model and threshold, nothing re-tuned)\n")
