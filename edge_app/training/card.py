@@ -42,21 +42,13 @@ def _closing_the_gap(m: dict[str, Any], shipped: dict, cfg: dict[str, Any], teac
                    "malignant images, so on new lesions it lands within a few points either side. A margin (`--set min_sensitivity=0.93`) "
                    "makes >= 0.90 on new data more likely, at a cost in specificity.")
     if shipped["auc"]["value"] < 0.93:
-        study = m.get("input_size", {}).get("sizes", {})
-        best_size = max(study, key=lambda k: study[k]["val_auc"]) if study else None
-        size_note = ""
-        if best_size and int(best_size) != cfg["size"]:
-            size_note = (f" The input-size study measured {study[best_size]['val_auc']:.4f} validation AUC at {best_size} px vs "
-                         f"{study[str(cfg['size'])]['val_auc']:.4f} at {cfg['size']} px "
-                         f"(x{study[best_size]['end_to_end_ratio_to_shipped_size']} end-to-end latency)."
-                         if str(cfg["size"]) in study else "")
         teacher_note = ""
         if teacher_auc is not None and teacher_auc < shipped["auc"]["value"]:
             teacher_note = (f" The teacher ({teacher_auc:.3f} test AUC) is weaker than the student it distils, so KD cannot lift the "
                             "student much: a stronger teacher (Lite2 fine-tuned whole at its native 260 px, or the paper's families "
                             "from ImageNet weights, on a GPU) is the first lever.")
         out.append(f"AUC {shipped['auc']['value']:.3f}: the student trains {cfg['epochs']} epochs at {cfg['size']} px with its first "
-                   f"{cfg['student_freeze']} blocks frozen, sized for a 2-core CPU.{teacher_note}{size_note} Longer training of the "
+                   f"{cfg['student_freeze']} blocks frozen, sized for a 2-core CPU.{teacher_note} Longer training of the "
                    "whole trunk, and more data (a second dermoscopy set), are the others.")
     return out
 
@@ -278,7 +270,7 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
     a(f"`edge-train all` runs {' → '.join(STEPS)} into `runs/<timestamp>/` "
       f"(config.json, metrics.json, log.txt, split CSVs) and writes `models/`. This card: run `{run_dir.name}`; "
       "the run's recorded commands (the same step functions, run one at a time): "
-      + "; ".join(f"`{c}`" for c in m.get("commands", [])) + ".")
+      + "; ".join(f"`{c}`" for c in dict.fromkeys(m.get("commands", []))) + ".")
     path.write_text("\n".join(L) + "\n")
 
 
