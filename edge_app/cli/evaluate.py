@@ -56,6 +56,21 @@ def read_labels(csv_path: Path, group_by: str = "") -> list[tuple[str, int, str 
     return rows
 
 
+def screen_files(classifier, root: Path, files: list[str], desc: str = "evaluate") -> tuple[list[float], list[int], list[str]]:
+    """P(malignant) of each readable file through the device path: (probabilities, indices of the files read,
+    one "file: reason" per unreadable file)."""
+    probs, kept, errors = [], [], []
+    for i, file in enumerate(tqdm(files, desc=desc, unit="img", disable=None, file=sys.stderr)):
+        try:
+            result = classifier.classify(read_image(root / file, min_side=classifier.decode_min_side))
+        except (ImageDecodeError, ValueError) as exc:
+            errors.append(f"{file}: {exc}")
+            continue
+        probs.append(result.malignant_probability)
+        kept.append(i)
+    return probs, kept, errors
+
+
 def run(args: argparse.Namespace) -> int:
     try:  # scikit-learn is not part of the device install; see the `eval` extra
         from ..metrics import evaluate
@@ -73,32 +88,24 @@ def run(args: argparse.Namespace) -> int:
     classifier = load_classifier(args)
     if classifier is None:
         return 3
-    labels, probs, kept, groups, errors = [], [], [], [], []
-    for file, label, group in tqdm(rows, desc="evaluate", unit="img", disable=None, file=sys.stderr):
-        try:
-            result = classifier.classify(read_image(root / file, min_side=classifier.decode_min_side))
-        except (ImageDecodeError, ValueError) as exc:
-            errors.append(f"{file}: {exc}")
-            continue
-        labels.append(label)
-        probs.append(result.malignant_probability)
-        kept.append(file)
-        groups.append(group)
+    probs, read, errors = screen_files(classifier, root, [file for file, _, _ in rows])
+    kept = [rows[i] for i in read]
+    labels = [label for _, label, _ in kept]
+    groups = [group for _, _, group in kept]
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if len(set(labels)) < 2:
         print("error: need at least one benign and one malignant readable image", file=sys.stderr)
         return 2
-    grouped = groups and groups[0] is not None
     report = evaluate(np.array(labels), np.array(probs), classifier.manifest.threshold, n_boot=args.bootstrap,
-                      groups=groups if grouped else None)
+                      groups=groups if groups[0] is not None else None)
     report["errors"] = len(errors)
     report["model_sha256"] = classifier.sha256
     if args.predictions:
         with open(args.predictions, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["file", "label", "p_malignant"])
-            w.writerows((fi, "malignant" if la else "benign", f"{p:.6f}") for fi, la, p in zip(kept, labels, probs))
+            w.writerows((fi, "malignant" if la else "benign", f"{p:.6f}") for (fi, la, _), p in zip(kept, probs))
     if args.json:
         print(json.dumps(report))
     else:

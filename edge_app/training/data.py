@@ -38,6 +38,11 @@ class Table:
         """lesion_id where it exists, else the file (one image = one group)."""
         return [r.get("lesion_id") or r["file"] for r in self.rows]
 
+    @property
+    def lesions(self) -> list[str] | None:
+        """lesion_id of each row for a lesion-level bootstrap, or None when the table has no lesion_id column."""
+        return self.groups if "lesion_id" in self.columns else None
+
     def subset(self, idx) -> Table:
         return Table([self.rows[i] for i in idx], self.columns)
 

@@ -84,9 +84,7 @@ class Run:
         return self.splits()[split].y
 
     def lesions(self, split: str) -> list[str] | None:
-        """Lesion ids for a lesion-level bootstrap (None when the dataset has none: images are resampled)."""
-        table = self.splits()[split]
-        return table.groups if "lesion_id" in table.columns else None
+        return self.splits()[split].lesions
 
 
 def _jsonable(o):
@@ -537,30 +535,21 @@ def sibling_datasets(data: Path) -> list[Path]:
 
 def cross_dataset(run: Run, clf) -> dict[str, dict]:
     """The shipped model on every image of each other dataset, at the shipped threshold (nothing re-tuned)."""
-    from ..images import ImageDecodeError, read_image
+    from ..cli.evaluate import screen_files
     from ..metrics import evaluate
 
     out: dict[str, dict] = {}
     for root in run.cross_data:
         table = load_table(root / "labels.csv")
-        probs, keep, errors = [], [], 0
-        for i, r in enumerate(table.rows):
-            try:
-                im = read_image(root / r["file"], min_side=clf.decode_min_side)
-            except (ImageDecodeError, ValueError, OSError):
-                errors += 1
-                continue
-            probs.append(clf.predict(clf.preprocessor(im))[0, clf.positive_index])
-            keep.append(i)
-        kept = table.subset(keep)
+        probs, read, errors = screen_files(clf, root, [r["file"] for r in table.rows], desc=f"cross-dataset {root.name}")
+        kept = table.subset(read)
         if len(set(kept.y.tolist())) < 2:
             run.log(f"cross-dataset {root}: needs both classes among its readable images; skipped")
             continue
-        report = evaluate(kept.y, np.array(probs), float(clf.manifest.threshold), n_boot=run.cfg.n_boot,
-                          groups=kept.groups if "lesion_id" in table.columns else None)
-        out[root.name] = {"path": str(root), "unreadable": errors, **report}
+        report = evaluate(kept.y, np.array(probs), float(clf.manifest.threshold), n_boot=run.cfg.n_boot, groups=kept.lesions)
+        out[root.name] = {"path": str(root), "unreadable": len(errors), **report}
         run.log(f"cross-dataset {root.name}: n {report['n']}, AUC {report['auc']['value']:.4f}, sens {report['sensitivity']['value']:.3f}, "
-                f"spec {report['specificity']['value']:.3f} ({errors} unreadable)")
+                f"spec {report['specificity']['value']:.3f} ({len(errors)} unreadable)")
     if not run.cross_data:
         run.log("cross-dataset: no other dataset staged beside the training data")
     return out
