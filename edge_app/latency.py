@@ -11,11 +11,11 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-STAT_KEYS = ("count", "mean", "p50", "p90", "p99", "max")
+STAT_KEYS = ("count", "mean", "std", "min", "p50", "p90", "p99", "max")
 
 
 def summarize(samples_ms: Iterable[float]) -> dict[str, float]:
-    """count, mean, p50, p90, p99, max of a list of milliseconds (empty -> zeros)."""
+    """count, mean, std, min, p50, p90, p99, max of a list of milliseconds (empty -> zeros)."""
     arr = np.asarray(list(samples_ms), dtype=np.float64)
     if arr.size == 0:
         return {k: 0.0 for k in STAT_KEYS} | {"count": 0}
@@ -23,6 +23,8 @@ def summarize(samples_ms: Iterable[float]) -> dict[str, float]:
     return {
         "count": int(arr.size),
         "mean": round(float(arr.mean()), 3),
+        "std": round(float(arr.std()), 3),
+        "min": round(float(arr.min()), 3),
         "p50": round(float(p50), 3),
         "p90": round(float(p90), 3),
         "p99": round(float(p99), 3),

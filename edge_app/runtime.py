@@ -174,10 +174,11 @@ class Classifier:
                 out[i] = self._interpreter.get_tensor(self._output["index"])[0]
         return out
 
-    def classify(self, image: np.ndarray) -> Classification:
-        """BGR uint8 image of any size -> probabilities, decision and timings."""
+    def classify(self, image: np.ndarray, preprocessor: Preprocessor | None = None) -> Classification:
+        """BGR uint8 image of any size -> probabilities, decision and timings (six stages +
+        inference). The device path (`device_path.screen_*`) adds decoding and the quality gate."""
         start = time.perf_counter()
-        pre = self.preprocessor.run(image)
+        pre = (preprocessor or self.preprocessor).run(image)
         t0 = time.perf_counter()
         probs = self.predict(pre.tensor)[0]
         timings = dict(pre.timings_ms)

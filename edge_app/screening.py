@@ -1,4 +1,9 @@
-"""The use case: frame -> quality gate -> preprocess + classify -> record.
+"""The use case: upload bytes or camera frame -> device path -> record.
+
+The device path (`device_path.screen_bytes` / `screen_image`: scaled decode,
+quality gate, six stages, inference) is the same one the CLI and `edge-bench`
+run. The record keeps what was screened: an upload's own bytes (byte-identical,
+sha256 of those bytes), a camera frame encoded once as JPEG; plus a thumbnail.
 
 Screenings run one at a time on a single inference worker thread (the model
 and a 2-core Pi gain nothing from parallel inference); concurrent taps queue and
@@ -14,16 +19,16 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
 from .camera.loop import CaptureLoop
-from .images import decode_image, encode_jpeg
+from .device_path import DeviceResult, screen_bytes, screen_image
+from .images import ImageDecodeError, encode_jpeg, file_extension, reduce_to
 from .latency import LatencyStats
-from .quality import assess
 from .runtime import Classifier
 from .store import RecordNotFound, ScreeningRecord, ScreeningStore
 
@@ -39,14 +44,19 @@ class QueueFull(RuntimeError):
 
 @dataclass
 class _Job:
-    image: np.ndarray
+    """One screening: an upload's bytes, or a camera frame with its JPEG (encoded once)."""
+
+    data: bytes  # stored as they are: the upload's own bytes, or the frame's JPEG
     source: str
     operator: str
     lesion_ref: str
     corrects: str | None
-    queued_at: float
-    future: Future
-    extra_timings: dict[str, float]
+    image: np.ndarray | None = None  # camera frame, already scaled; None for an upload (decoded on the worker)
+    frame_size: tuple[int, int] = (0, 0)  # camera frame's own (width, height)
+    max_pixels: int | None = None  # upload's pixel cap
+    extra_timings: dict[str, float] = field(default_factory=dict)
+    queued_at: float = field(default_factory=time.perf_counter)
+    future: Future = field(default_factory=Future)
 
 
 class ScreeningService:
@@ -91,26 +101,31 @@ class ScreeningService:
 
     def screen_upload(self, data: bytes, operator: str = "", lesion_ref: str = "", corrects: str | None = None,
                       max_pixels: int | None = None) -> ScreeningRecord:
-        """Image file bytes -> stored record. Raises ImageDecodeError (nothing stored)."""
-        image = decode_image(data) if max_pixels is None else decode_image(data, max_pixels)
-        return self.screen(image, "upload", operator, lesion_ref, corrects)
+        """Image file bytes -> stored record (the bytes as they came). Raises ImageDecodeError (nothing stored)."""
+        return self._submit(_Job(data, "upload", operator, lesion_ref, corrects, max_pixels=max_pixels))
 
     def screen_capture(self, operator: str = "", lesion_ref: str = "", corrects: str | None = None) -> ScreeningRecord:
         """Full-quality frame from the live camera -> stored record. Raises CameraUnavailable."""
         start = time.perf_counter()
-        image = self.capture_loop.capture()
+        frame = self.capture_loop.capture()
         capture_ms = (time.perf_counter() - start) * 1000.0
-        return self.screen(image, self.capture_loop.camera.kind, operator, lesion_ref, corrects, {"capture": capture_ms})
+        t0 = time.perf_counter()
+        jpeg = encode_jpeg(frame, self.jpeg_quality)  # the one encode: this JPEG is the record's image
+        t1 = time.perf_counter()
+        height, width = frame.shape[:2]
+        image = reduce_to(frame, self.classifier.decode_min_side)
+        del frame  # the full-resolution frame is not kept past its encode
+        timings = {"capture": capture_ms, "encode": (t1 - t0) * 1000.0, "scale": (time.perf_counter() - t1) * 1000.0}
+        return self._submit(_Job(jpeg, self.capture_loop.camera.kind, operator, lesion_ref, corrects, image=image,
+                                 frame_size=(width, height), extra_timings=timings))
 
-    def screen(self, image: np.ndarray, source: str, operator: str = "", lesion_ref: str = "",
-               corrects: str | None = None, extra_timings: dict[str, float] | None = None,
-               timeout_s: float = 60.0) -> ScreeningRecord:
+    def _submit(self, job: _Job, timeout_s: float = 60.0) -> ScreeningRecord:
         """Queue one screening on the worker and wait for its own result."""
-        if corrects is not None and not self.store.exists(corrects):
-            raise RecordNotFound(corrects)
+        if job.corrects is not None and not self.store.exists(job.corrects):
+            raise RecordNotFound(job.corrects)
         if not self.worker_alive():
             raise RuntimeError("the inference worker is not running")
-        job = _Job(image, source, operator, lesion_ref, corrects, time.perf_counter(), Future(), dict(extra_timings or {}))
+        job.queued_at = time.perf_counter()
         try:
             self._jobs.put_nowait(job)
         except queue.Full:
@@ -133,28 +148,33 @@ class ScreeningService:
             self._busy_since = time.monotonic()
             try:
                 job.future.set_result(self._process(job))
+            except (ImageDecodeError, ValueError) as exc:  # the caller's input: answered, not a fault
+                job.future.set_exception(exc)
             except BaseException as exc:
                 log.exception("screening failed")
                 job.future.set_exception(exc)
             finally:
+                job = None  # drop the frame / bytes now, not when the next job arrives
                 self._busy_since = None
 
     def _process(self, job: _Job) -> ScreeningRecord:
         wait_ms = (time.perf_counter() - job.queued_at) * 1000.0
         timings = {k: round(v, 3) for k, v in job.extra_timings.items()} | {"queue_wait": round(wait_ms, 3)}
-        t0 = time.perf_counter()
-        quality = assess(job.image)
-        quality_ms = (time.perf_counter() - t0) * 1000.0
-        result = self.classifier.classify(job.image).to_dict()
+        result: DeviceResult
+        if job.image is None:
+            result = screen_bytes(self.classifier, job.data, max_pixels=job.max_pixels)
+        else:
+            result = screen_image(self.classifier, job.image)
+            job.image = None
+            result.width, result.height = job.frame_size
         t1 = time.perf_counter()
-        jpeg = encode_jpeg(job.image, self.jpeg_quality)
-        thumb = encode_jpeg(_thumbnail(job.image), 80)
-        h, w = job.image.shape[:2]
-        timings |= result["timings_ms"] | {"quality": round(quality_ms, 3)}
+        thumb = encode_jpeg(_thumbnail(result.image), 80)
+        timings |= result.timings_ms
         record = self.store.append(
-            jpeg, thumb, width=w, height=h,
-            classification=result | {"timings_ms": timings},
-            quality_flags=quality.flags, quality_metrics=quality.metrics,
+            job.data, thumb, width=result.width, height=result.height,
+            extension="jpg" if job.source != "upload" else file_extension(result.format),
+            classification=result.classification.to_dict() | {"timings_ms": timings},
+            quality_flags=result.quality.flags, quality_metrics=result.quality.metrics,
             operator=job.operator, lesion_ref=job.lesion_ref, source=job.source, corrects=job.corrects,
         )
         # Storing happens after the row is written, so its time is reported but not part of the record.

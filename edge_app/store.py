@@ -1,11 +1,13 @@
 """Screening records: SQLite (WAL) rows + JPEG files under one data directory.
 
     <data_dir>/screenings.sqlite3
-    <data_dir>/images/YYYY-MM-DD/<id>.jpg        the screened frame
+    <data_dir>/images/YYYY-MM-DD/<id>.<ext>      what was screened: an upload's own bytes
+                                                 (.jpg, .png, ...), a camera frame's JPEG
     <data_dir>/images/YYYY-MM-DD/<id>.thumb.jpg  a small copy for history pages
 
 Write order makes a crash harmless: the image files are written atomically
-(temp file + fsync + rename + directory fsync) *before* the row is committed;
+(temp file + fsync + rename, then one fsync of the day's directory for both
+renames) *before* the row is committed;
 start-up recovery deletes image files that no row points to and leftover temp
 files. Rows are append-only (an UPDATE trigger refuses changes); a correction is
 a new row whose `corrects` names the old one. Retention (keep N days / N GB,
@@ -171,8 +173,9 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same directory, fsync, rename, fsync the directory."""
+def write_atomic(path: Path, data: bytes, sync_dir: bool = True) -> None:
+    """Write via a temp file in the same directory, fsync, rename, fsync the directory
+    (`sync_dir=False`: the caller fsyncs it once after several renames)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
@@ -184,7 +187,8 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if sync_dir:
+        _fsync_dir(path.parent)
 
 
 class ScreeningStore:
@@ -224,11 +228,12 @@ class ScreeningStore:
 
     def append(
         self,
-        jpeg: bytes,
+        image: bytes,
         thumbnail: bytes,
         *,
         width: int,
         height: int,
+        extension: str = "jpg",
         classification: dict[str, Any],
         quality_flags: list[str],
         quality_metrics: dict[str, float],
@@ -237,17 +242,26 @@ class ScreeningStore:
         source: str = "upload",
         corrects: str | None = None,
     ) -> ScreeningRecord:
-        """Store the image atomically, then the row. Returns the record."""
+        """Store the image file (`image`: the bytes as screened, named `<id>.<extension>`)
+        and its thumbnail atomically, then the row. Returns the record."""
         if corrects is not None and not self.exists(corrects):
             raise RecordNotFound(corrects)
+        if not extension.isalnum():
+            raise ValueError(f"image file extension {extension!r} is not plain letters and digits")
         record_id = new_record_id()
         now = datetime.now(UTC)
-        rel = Path(IMAGES) / now.strftime("%Y-%m-%d") / f"{record_id}.jpg"
+        rel = Path(IMAGES) / now.strftime("%Y-%m-%d") / f"{record_id}.{extension.lower()}"
         path = self.data_dir / rel
         thumb_path = path.with_suffix(".thumb.jpg")
+        new_day = not path.parent.is_dir()
         try:
-            write_atomic(path, jpeg)
-            write_atomic(thumb_path, thumbnail)
+            # fsync each file's data, then the directory once for both renames (a second directory
+            # fsync guarded nothing more); a new day's directory entry is made durable too.
+            write_atomic(path, image, sync_dir=False)
+            write_atomic(thumb_path, thumbnail, sync_dir=False)
+            _fsync_dir(path.parent)
+            if new_day:
+                _fsync_dir(path.parent.parent)
         except OSError as exc:
             path.unlink(missing_ok=True)  # the image may be complete while its thumbnail is not
             thumb_path.unlink(missing_ok=True)
@@ -263,10 +277,10 @@ class ScreeningStore:
             lesion_ref=lesion_ref,
             source=source,
             image_path=rel.as_posix(),
-            image_sha256=sha256(jpeg).hexdigest(),
+            image_sha256=sha256(image).hexdigest(),
             image_width=int(width),
             image_height=int(height),
-            image_bytes=len(jpeg),
+            image_bytes=len(image),
             probabilities=c["probabilities"],
             malignant_probability=float(c["malignant_probability"]),
             decision=c["decision"],
@@ -425,6 +439,7 @@ class ScreeningStore:
         """Delete temp files and image files no row points to (a crash between file and row)."""
         with self._lock:
             known = {r[0] for r in self._db.execute("SELECT image_path FROM screenings")}
+        stems = {rel.rsplit(".", 1)[0] for rel in known}
         removed_tmp = removed_orphans = 0
         for path in (self.data_dir / IMAGES).rglob("*"):
             if not path.is_file():
@@ -434,7 +449,7 @@ class ScreeningStore:
                 path.unlink(missing_ok=True)
                 removed_tmp += 1
             elif rel.endswith(".thumb.jpg"):
-                if rel[: -len(".thumb.jpg")] + ".jpg" not in known:
+                if rel[: -len(".thumb.jpg")] not in stems:
                     path.unlink(missing_ok=True)
                     removed_orphans += 1
             elif rel not in known:

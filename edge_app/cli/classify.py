@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 
-from ..images import ImageDecodeError, read_image
 from .common import add_model_arguments, load_classifier
 
 EXIT_BAD_INPUT = 2
@@ -22,20 +21,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..device_path import screen_file
+    from ..images import ImageDecodeError
+
     classifier = load_classifier(args)
     if classifier is None:
         return EXIT_NO_MODEL
     failures = 0
     for path in args.images:
         try:
-            result = classifier.classify(read_image(path, min_side=classifier.decode_min_side))
+            result = screen_file(classifier, path)
         except (ImageDecodeError, ValueError) as exc:
             failures += 1
             if args.json:
                 print(json.dumps({"file": path, "error": str(exc)}))
             print(f"error: {path}: {exc}", file=sys.stderr)
             continue
-        record = {"file": path, **result.to_dict()}
+        record = {"file": path, **result.classification.to_dict(), "quality_flags": result.quality.flags}
         if args.json:
             print(json.dumps(record))
         else:

@@ -9,10 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
-
-from ..images import ImageDecodeError, read_image
 from .common import add_model_arguments, load_classifier
 
 LABEL_VALUES = {"benign": 0, "malignant": 1}
@@ -56,22 +52,11 @@ def read_labels(csv_path: Path, group_by: str = "") -> list[tuple[str, int, str 
     return rows
 
 
-def screen_files(classifier, root: Path, files: list[str], desc: str = "evaluate") -> tuple[list[float], list[int], list[str]]:
-    """P(malignant) of each readable file through the device path: (probabilities, indices of the files read,
-    one "file: reason" per unreadable file)."""
-    probs, kept, errors = [], [], []
-    for i, file in enumerate(tqdm(files, desc=desc, unit="img", disable=None, file=sys.stderr)):
-        try:
-            result = classifier.classify(read_image(root / file, min_side=classifier.decode_min_side))
-        except (ImageDecodeError, ValueError) as exc:
-            errors.append(f"{file}: {exc}")
-            continue
-        probs.append(result.malignant_probability)
-        kept.append(i)
-    return probs, kept, errors
-
-
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..device_path import screen_files
+
     try:  # scikit-learn is not part of the device install; see the `eval` extra
         from ..metrics import evaluate
     except ImportError as exc:
@@ -88,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     classifier = load_classifier(args)
     if classifier is None:
         return 3
-    probs, read, errors = screen_files(classifier, root, [file for file, _, _ in rows])
+    probs, read, errors = screen_files(classifier, root, [file for file, _, _ in rows], desc="evaluate")
     kept = [rows[i] for i in read]
     labels = [label for _, label, _ in kept]
     groups = [group for _, _, group in kept]

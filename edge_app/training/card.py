@@ -265,7 +265,7 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
     a("```bash\npip install -e '.[train,pi]'\n"
       f"{m.get('reproduce') or 'edge-train all --preset ' + cfg['preset'] + ' --data ' + data}\n"
       f"edge-app evaluate models/splits/test.csv --root {data} --json   # the test numbers above, through the device path\n```\n")
-    from .cli import STEPS
+    from .config import STEPS
 
     a(f"`edge-train all` runs {' → '.join(STEPS)} into `runs/<timestamp>/` "
       f"(config.json, metrics.json, log.txt, split CSVs) and writes `models/`. This card: run `{run_dir.name}`; "

@@ -15,7 +15,8 @@ import os
 import time
 from pathlib import Path
 
-STEPS = ("split", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "export", "evaluate", "card")
+from .config import STEPS
+
 EXTRA_STEPS = ("input-size",)  # studies run against an existing run folder
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+# `edge-train all` runs these in order (here, below the command and the card that both name them)
+STEPS = ("split", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "export", "evaluate", "card")
+
 
 @dataclass(frozen=True)
 class TrainConfig:

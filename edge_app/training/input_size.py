@@ -17,7 +17,7 @@ import numpy as np
 
 
 def step_input_size(run) -> None:
-    from ..bench import screen_jpeg
+    from ..device_path import screen_bytes
     from ..metrics import choose_threshold
     from ..preprocess import STAGES
     from ..runtime import Classifier
@@ -57,12 +57,12 @@ def step_input_size(run) -> None:
         timings: dict[int, list[dict[str, float]]] = {s: [] for s in classifiers}
         for jpeg in jpegs[:3]:  # warm-up
             for clf in classifiers.values():
-                screen_jpeg(jpeg, clf)
+                screen_bytes(clf, jpeg)
         for jpeg in jpegs:
             for size, clf in classifiers.items():
-                timings[size].append(screen_jpeg(jpeg, clf))
+                timings[size].append(screen_bytes(clf, jpeg).timings_ms)
         for size, ts in timings.items():
-            rows = [{"decode": t["decode"], "six_stages": sum(t.get(k, 0.0) for k in STAGES), "inference": t["inference"], "end_to_end": t["end_to_end"]}
+            rows = [{"decode": t["decode"], "six_stages": sum(t.get(k, 0.0) for k in STAGES), "inference": t["inference"], "end_to_end": t["total"]}
                     for t in ts]
             results[str(size)]["latency_p50_ms"] = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
         base = results[str(cfg.size)]["latency_p50_ms"]["end_to_end"] if str(cfg.size) in results else None

@@ -443,19 +443,14 @@ def _cast(im, gains_bgr):
 
 
 def device_probs(clf, table: Table, root: Path, preprocessor: Preprocessor | None = None, transform=None, desc: str = "") -> np.ndarray:
-    """Malignant probability of each image through the device path (decode -> preprocess -> fp16 TFLite)."""
-    from tqdm import tqdm
+    """Malignant probability of each image through the device path (decode -> quality gate -> preprocess -> fp16 TFLite)."""
+    from ..device_path import screen_files
 
-    from ..images import read_image
-
-    pre = preprocessor or clf.preprocessor
-    out = np.empty(len(table), np.float64)
-    for i, r in enumerate(tqdm(table.rows, desc=desc, unit="img", mininterval=5.0)):
-        im = read_image(root / r["file"], min_side=clf.decode_min_side)
-        if transform is not None:
-            im = transform(im)
-        out[i] = clf.predict(pre(im))[0, clf.positive_index]
-    return out
+    probs, _, errors = screen_files(clf, root, [r["file"] for r in table.rows], preprocessor=preprocessor,
+                                    transform=transform, desc=desc)
+    if errors:
+        raise ValueError(f"{len(errors)} unreadable image(s) under {root}, e.g. {errors[0]}")
+    return np.asarray(probs, np.float64)
 
 
 def step_evaluate(run: Run) -> None:
@@ -535,7 +530,7 @@ def sibling_datasets(data: Path) -> list[Path]:
 
 def cross_dataset(run: Run, clf) -> dict[str, dict]:
     """The shipped model on every image of each other dataset, at the shipped threshold (nothing re-tuned)."""
-    from ..cli.evaluate import screen_files
+    from ..device_path import screen_files
     from ..metrics import evaluate
 
     out: dict[str, dict] = {}

@@ -399,7 +399,12 @@ def api_image(record_id: str):
         path = get_service().store.image_file(record_id, thumbnail=thumb)
     except RecordNotFound:
         raise ApiError(404, f"image of screening {record_id} is missing on disk") from None
-    return send_file(path, mimetype="image/jpeg", max_age=0, conditional=False)
+    return send_file(path, mimetype=_IMAGE_TYPES.get(path.suffix, "application/octet-stream"), max_age=0, conditional=False)
+
+
+# What a stored image file is served as (an upload is kept in its own format).
+_IMAGE_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp",
+                ".tif": "image/tiff", ".gif": "image/gif"}
 
 
 @bp.get("/export.csv")

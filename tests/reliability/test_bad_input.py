@@ -9,6 +9,7 @@ back to back with the new ones, and the store and the server are checked after e
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 
@@ -83,20 +84,27 @@ def test_a_burst_of_every_bad_input_leaves_the_server_up_and_the_store_unchanged
     ],
     ids=["grey", "rgba-fully-transparent", "grey-alpha", "palette", "16-bit-grey", "rgb"],
 )
-def test_grey_alpha_palette_and_16_bit_uploads_are_converted_and_stored_as_colour_jpeg(client, app, make, size):
-    r = upload(client, make(), name="x.png")
+def test_grey_alpha_palette_and_16_bit_uploads_are_screened_and_kept_as_uploaded(client, app, make, size):
+    data = make()
+    r = upload(client, data, name="x.png")
     assert r.status_code == 201, r.get_json()
     rec = r.get_json()
     assert (rec["image_width"], rec["image_height"]) == size
-    stored = Image.open(io.BytesIO(client.get(rec["image_url"]).data))
-    assert stored.format == "JPEG" and stored.mode == "RGB" and stored.size == size
+    image = client.get(rec["image_url"])
+    assert image.data == data and image.mimetype == "image/png" and rec["image_path"].endswith(".png")
+    assert rec["image_sha256"] == hashlib.sha256(data).hexdigest()
+    thumb = Image.open(io.BytesIO(client.get(rec["thumbnail_url"]).data))
+    assert thumb.format == "JPEG" and thumb.mode == "RGB"
 
 
 @pytest.mark.parametrize(("orientation", "upright"), [(1, (640, 480)), (3, (640, 480)), (6, (480, 640)), (8, (480, 640))])
-def test_exif_rotated_phone_photo_is_stored_upright(client, orientation, upright):
-    rec = upload(client, jpeg_with_orientation(640, 480, orientation)).get_json()
+def test_exif_rotated_phone_photo_is_screened_upright_and_kept_with_its_orientation(client, orientation, upright):
+    data = jpeg_with_orientation(640, 480, orientation)
+    rec = upload(client, data).get_json()
     assert (rec["image_width"], rec["image_height"]) == upright
-    assert Image.open(io.BytesIO(client.get(rec["image_url"]).data)).size == upright
+    assert client.get(rec["image_url"]).data == data  # the tag travels with the file: viewers show it upright
+    w, h = Image.open(io.BytesIO(client.get(rec["thumbnail_url"]).data)).size
+    assert (w > h) == (upright[0] > upright[1])
 
 
 # ---------------------------------------------------------------------------------- edge-app classify

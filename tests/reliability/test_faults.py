@@ -77,7 +77,7 @@ def _enospc(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 
 
-@pytest.mark.parametrize("fail_on_call", [1, 3], ids=["image-write", "thumbnail-write"])  # 2: the directory fsync
+@pytest.mark.parametrize("fail_on_call", [1, 2], ids=["image-write", "thumbnail-write"])  # 3: the directory fsync
 def test_disk_full_while_writing_the_image_is_507_and_leaves_no_file(client, app, monkeypatch, fail_on_call):
     real_fsync = os.fsync
     calls = {"n": 0}
