@@ -81,6 +81,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_server(port: int, work: Path, model: str, camera: str, threads: int, log_file, env: dict | None = None) -> subprocess.Popen:
+    """`edge-app serve` on loopback with a fresh data directory under `work`."""
+    env = dict(os.environ, EDGE_APP_ACCESS_TOKEN="") | (env or {})
+    return subprocess.Popen([sys.executable, "-m", "edge_app", "serve", "--host", HOST, "--port", str(port),
+                             "--camera", camera, "--data-dir", str(work / "data"), "--model", model,
+                             "--threads", str(threads)], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+
+
+def wait_healthy(server: subprocess.Popen, port: int, work: Path, timeout_s: float = 120.0) -> bool:
+    """True once /healthz answers 200; False (with the server log on stderr) if it exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if request(port, "GET", "/healthz", timeout=2)[0] == 200:
+                return True
+        except OSError:
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            print((work / "serve.log").read_text(), file=sys.stderr)
+            print("server did not become healthy", file=sys.stderr)
+            return False
+        time.sleep(0.2)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
@@ -103,23 +127,10 @@ def main() -> int:
         cv2.imwrite(str(frames / f"{i}.jpg"), lesion(800, 600, 100 + i))
     port = free_port()
     log_file = open(work / "serve.log", "w")  # noqa: SIM115 - closed in the finally below
-    env = dict(os.environ, EDGE_APP_ACCESS_TOKEN="")
-    server = subprocess.Popen([sys.executable, "-m", "edge_app", "serve", "--host", HOST, "--port", str(port),
-                               "--camera", f"folder:{frames}", "--data-dir", str(work / "data"), "--model", model,
-                               "--threads", str(args.threads)], stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    server = start_server(port, work, model, f"folder:{frames}", args.threads, log_file)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if request(port, "GET", "/healthz", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                print((work / "serve.log").read_text(), file=sys.stderr)
-                print("server did not become healthy", file=sys.stderr)
-                return 2
-            time.sleep(0.2)
+        if not wait_healthy(server, port, work):
+            return 2
 
         run = secrets.token_hex(4)
         jobs = []

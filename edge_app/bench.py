@@ -1,11 +1,19 @@
-"""`edge-bench`: latency of every stage of the device path, and end to end.
+"""`edge-bench`: latency of the device path, stage by stage and end to end.
 
 Modelled on TFLite's benchmark_model: model init (load + checks) and the first
-(cold) screening are reported apart from the warm runs; then N timed runs give
-count / mean / p50 / p90 / p99 / max per stage (the same statistics as the
-app's /api/stats), plus peak memory. Frames are synthetic at the resolutions
-the device meets (dermoscopy 200x150, camera 1280x960, HQ camera 4056x3040) or
-the image files given.
+(cold) screening are reported apart from the warm runs; then N timed runs (or S
+seconds) give count / mean / std / min / p50 / p90 / p99 / max per stage, the
+same statistics as the app's /api/stats. Every screening goes through
+`device_path`, the code the app, `edge-app classify` and `evaluate` run:
+
+    --source file    image bytes -> scaled decode -> quality gate -> six stages -> runtime
+    --source array   a camera frame (BGR array) -> scale -> quality gate -> six stages -> runtime
+
+`--compare` times, in the same run, the naive order (full-resolution decode,
+quality gate, hair removal and the other stages at full resolution, then
+resize) and the same network through Keras `predict` when TensorFlow is
+installed. Peak RSS is the device path's: synthetic frames are made in a
+child process, and the naive order and Keras run after it is read.
 """
 
 from __future__ import annotations
@@ -15,20 +23,67 @@ import json
 import resource
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    from .device_path import DeviceResult
 
-from .images import decode_image, encode_jpeg
-from .latency import LatencyStats, summarize
-from .runtime import DEFAULT_MODEL, Classifier, ModelError
-
-DEFAULT_RESOLUTIONS = ("200x150", "1280x960", "4056x3040")
+DEFAULT_FRAMES = ("200x150", "1280x960", "4056x3040")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
+NAIVE_ORDER = ("crop", "dehair", "denoise", "contrast", "resize", "normalize")  # resize last: the slow way
 
 
-def synthetic_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+@dataclass
+class BenchInput:
+    name: str  # path below --images DIR, or "synthetic WxH"
+    data: bytes  # the file's bytes
+    frame: str  # "WxH" of the image
+
+
+@dataclass
+class Result:
+    input: BenchInput
+    source: str
+    threads: int
+    first_ms: float
+    samples: list[dict[str, float]]
+    probability: float  # P(malignant), as the app, classify and evaluate report it
+    peak_rss_mb: float
+    compare: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def frame_size(text: str) -> tuple[int, int]:
+    """argparse type for WxH."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 1280x960)") from None
+    if not (16 <= w <= 20000 and 16 <= h <= 20000):
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be 16 to 20000 px")
+    return w, h
+
+
+def thread_counts(text: str) -> list[int]:
+    """argparse type for 1,2,4."""
+    try:
+        counts = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of thread counts (e.g. 1,2,4)") from None
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: thread counts must be 1 or more")
+    return list(dict.fromkeys(counts))
+
+
+def synthetic_frame(width: int, height: int, seed: int = 0):
     """A dermoscopy-like BGR frame: dark vignette, skin, a pigmented lesion, hairs."""
     import cv2
+    import numpy as np
 
     rng = np.random.default_rng(seed)
     img = np.zeros((height, width, 3), np.uint8)
@@ -43,104 +98,307 @@ def synthetic_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
     return np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
-def bench_frames(jpeg: bytes, classifier: Classifier, runs: int, warmup: int) -> dict:
-    stats = LatencyStats(window=runs)
-    start = time.perf_counter()
-    screen_jpeg(jpeg, classifier)
-    first_ms = (time.perf_counter() - start) * 1000.0
-    for _ in range(warmup):
-        screen_jpeg(jpeg, classifier)
-    full_decode = []
-    for _ in range(runs):
-        stats.add(screen_jpeg(jpeg, classifier))
-        t0 = time.perf_counter()
-        decode_image(jpeg)
-        full_decode.append((time.perf_counter() - t0) * 1000.0)
-    # Side by side: what decoding at full resolution would cost instead of DCT-scaled decoding.
-    return {"first_screening_ms": round(first_ms, 3), "warm": stats.snapshot(),
-            "decode_full_resolution": summarize(full_decode)}
+def synthetic_jpeg(size: tuple[int, int], quality: int = 92) -> bytes:
+    from .images import encode_jpeg
+
+    return encode_jpeg(synthetic_frame(*size), quality)
 
 
-def screen_jpeg(jpeg: bytes, classifier: Classifier) -> dict[str, float]:
-    """One screening as the app does it (decode at the model's scale, six stages, inference): timings in ms."""
+def synthetic_inputs(sizes: list[tuple[int, int]]) -> list[BenchInput]:
+    """JPEGs of synthetic frames, made in a child process so that a 12 MP frame's
+    generation does not count into the device path's peak RSS."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        jpegs = list(pool.map(synthetic_jpeg, sizes))
+    return [BenchInput(f"synthetic {w}x{h}", jpeg, f"{w}x{h}") for (w, h), jpeg in zip(sizes, jpegs)]
+
+
+def image_inputs(root: Path) -> list[BenchInput]:
+    """Every image file below `root` (recursive), keyed by its path below `root`."""
+    from PIL import Image
+
+    out = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        data = path.read_bytes()
+        try:
+            with Image.open(path) as im:
+                frame = f"{im.size[0]}x{im.size[1]}"
+        except Exception:  # noqa: BLE001 - the device path reports it properly below
+            frame = "?"
+        out.append(BenchInput(path.relative_to(root).as_posix(), data, frame))
+    return out
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def peak_rss_mb() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1)
+
+
+def timed_runs(run: Callable[[], DeviceResult], warmup: int, runs: int | None,
+               seconds: float | None) -> tuple[float, list[dict[str, float]], float]:
+    """(first call ms, stage timings of the timed calls, P(malignant)): `runs` calls, or as many as fit in `seconds`."""
     t0 = time.perf_counter()
-    frame = decode_image(jpeg, min_side=classifier.decode_min_side)
-    decode_ms = (time.perf_counter() - t0) * 1000.0
-    result = classifier.classify(frame)
-    timings = {"decode": decode_ms, **result.timings_ms}
-    timings["end_to_end"] = (time.perf_counter() - t0) * 1000.0
-    return timings
+    run()
+    first_ms = (time.perf_counter() - t0) * 1000.0
+    for _ in range(warmup):
+        run()
+    samples: list[dict[str, float]] = []
+    deadline = time.perf_counter() + seconds if seconds else None
+    while (len(samples) < runs) if deadline is None else (time.perf_counter() < deadline or not samples):
+        result = run()
+        samples.append(result.timings_ms)
+    return first_ms, samples, result.probability
+
+
+def stage_stats(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    from .latency import LatencyStats
+
+    stats = LatencyStats(window=max(1, len(samples)))
+    for s in samples:
+        stats.add(s)
+    return stats.snapshot()
+
+
+def naive_screen(clf, data: bytes | None, frame) -> float:
+    """The naive order, end to end (ms): full-resolution decode (file) or frame, quality gate,
+    every stage at full resolution, resize last, inference."""
+    from .images import decode_image
+    from .quality import assess
+
+    t0 = time.perf_counter()
+    image = decode_image(data) if data is not None else frame
+    assess(image)
+    for stage in NAIVE_ORDER:
+        image = clf.preprocessor.stage(stage, image)
+    clf.predict(image)
+    return (time.perf_counter() - t0) * 1000.0
+
+
+def keras_predict_ms(manifest, keras_model: str | None, weights_dir: Path, runs: int) -> tuple[list[float], str]:
+    """Keras `predict` on one model input, `runs` times: (samples, which model). Raises ImportError
+    without TensorFlow, ValueError when the network cannot be rebuilt."""
+    import importlib.util
+
+    import numpy as np
+
+    if importlib.util.find_spec("tensorflow") is None:
+        raise ImportError("TensorFlow is not installed")
+    import keras
+
+    if keras_model:
+        model, what = keras.saving.load_model(keras_model, compile=False), f"{keras_model}"
+    else:
+        from .training.student import build_student, with_softmax
+
+        student = manifest.provenance.get("student", {}) if isinstance(manifest.provenance, dict) else {}
+        blocks, params = int(student.get("blocks", 7)), student.get("params")
+        model = with_softmax(build_student(manifest.input_size, blocks, arch_dir=weights_dir))
+        if params is not None and model.count_params() != int(params):
+            raise ValueError(f"rebuilt student has {model.count_params()} parameters, the manifest says {params}: "
+                             "pass --keras-model PATH")
+        what = (f"student rebuilt from the manifest ({blocks} blocks, {model.count_params()} parameters as shipped; "
+                "predict latency depends on the graph, not the weight values)")
+    x = np.zeros((1, manifest.input_size, manifest.input_size, 3), np.float32)
+    for _ in range(5):
+        model.predict(x, verbose=0)
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.predict(x, verbose=0)
+        samples.append((time.perf_counter() - t0) * 1000.0)
+    return samples, what
+
+
+# --------------------------------------------------------------------------- command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edge-bench", description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("--model", default=None, help="the .tflite (manifest beside it); default: the shipped student")
+    ap.add_argument("--images", metavar="DIR", type=Path,
+                    help="time every image file below DIR (recursive; results keyed by path below DIR)")
+    ap.add_argument("--frame", metavar="WxH", type=frame_size, action="append",
+                    help=f"a synthetic dermoscopy frame of this size (repeatable; default {', '.join(DEFAULT_FRAMES)} "
+                         "when --images is not given)")
+    how_long = ap.add_mutually_exclusive_group()
+    how_long.add_argument("--runs", type=int, default=100, metavar="N", help="timed screenings per input, source and thread count")
+    how_long.add_argument("--seconds", type=float, metavar="S", help="time each input, source and thread count for S seconds instead of N runs")
+    ap.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed screenings after the first (cold) one")
+    ap.add_argument("--threads", type=thread_counts, default=[2], metavar="1,2,4",
+                    help="interpreter thread counts to sweep (comma-separated)")
+    ap.add_argument("--source", choices=("file", "array"), action="append",
+                    help="file: image bytes, decode inside total (uploads); array: an already decoded frame (camera). "
+                         "Repeatable; default: file with --images, both for synthetic frames")
+    ap.add_argument("--compare", action="store_true",
+                    help="also time the naive order (full resolution, resize last) and Keras predict (when TensorFlow is installed)")
+    ap.add_argument("--keras-model", metavar="PATH", help="with --compare: a saved Keras model of the student "
+                    "(default: rebuild the shipped student's network from the manifest)")
+    ap.add_argument("--weights-dir", type=Path, default=Path("../shared/weights"),
+                    help="with --compare: where the EfficientNet-Lite0 layout file for rebuilding the student is")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    return ap
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="edge-bench", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(DEFAULT_MODEL))
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=100)
-    ap.add_argument("--warmup", type=int, default=5)
-    ap.add_argument("--resolution", action="append", help="WxH of a synthetic frame (repeatable)")
-    ap.add_argument("--image", action="append", help="benchmark this image file instead (repeatable)")
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    if args.runs < 1 or args.warmup < 0 or (args.seconds is not None and args.seconds <= 0):
+        print("error: --runs must be 1 or more, --warmup 0 or more, --seconds above 0", file=sys.stderr)
+        return 2
+    from .device_path import screen_bytes, screen_image
+    from .images import ImageDecodeError, decode
+    from .runtime import DEFAULT_MODEL, Classifier, ModelError, load_interpreter_class
 
-    t0 = time.perf_counter()
-    try:
-        classifier = Classifier(args.model, num_threads=args.threads)
-    except ModelError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 3
-    init_ms = (time.perf_counter() - t0) * 1000.0
+    model_path = Path(args.model or DEFAULT_MODEL)
+    inputs: list[BenchInput] = []
+    if args.images is not None:
+        if not args.images.is_dir():
+            print(f"error: --images {args.images}: not a folder", file=sys.stderr)
+            return 2
+        inputs += image_inputs(args.images)
+        if not inputs:
+            print(f"error: --images {args.images}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) below it", file=sys.stderr)
+            return 2
+    if args.frame or args.images is None:
+        inputs += synthetic_inputs(args.frame or [frame_size(f) for f in DEFAULT_FRAMES])
+    sources = list(dict.fromkeys(args.source or (["file"] if args.images is not None else ["file", "array"])))
 
-    inputs: list[tuple[str, bytes]] = []
-    for path in args.image or []:
-        inputs.append((Path(path).name, Path(path).read_bytes()))
-    if not inputs:
-        for res in args.resolution or DEFAULT_RESOLUTIONS:
-            w, h = (int(v) for v in res.lower().split("x"))
-            inputs.append((f"synthetic {w}x{h}", encode_jpeg(synthetic_frame(w, h), 92)))
+    load_interpreter_class()  # the runtime's import is start-up, not model init
+    classifiers, init_ms = {}, {}
+    for n in args.threads:
+        t0 = time.perf_counter()
+        try:
+            classifiers[n] = Classifier(model_path, num_threads=n)
+        except ModelError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 3
+        init_ms[n] = (time.perf_counter() - t0) * 1000.0
+    any_clf = classifiers[args.threads[0]]
 
-    # Inference alone on the model's own input, as benchmark_model does.
-    tensor = classifier.preprocessor.run(synthetic_frame(640, 480)).tensor
-    infer = []
-    for i in range(args.warmup + args.runs):
-        s = time.perf_counter()
-        classifier.predict(tensor)
-        if i >= args.warmup:
-            infer.append((time.perf_counter() - s) * 1000.0)
+    results: list[Result] = []
+    errors: list[str] = []
+    runs = None if args.seconds else args.runs
+    for source in sources:  # files first: their peak RSS is read before any full-resolution array exists
+        for item in inputs:
+            frame = None
+            if source == "array":
+                try:
+                    frame = decode(item.data).bgr
+                except ImageDecodeError as exc:
+                    errors.append(f"{item.name}: {exc}")
+                    continue
+            for n, clf in classifiers.items():
+                if source == "file":
+                    def run(clf=clf, data=item.data):
+                        return screen_bytes(clf, data)
+                else:
+                    def run(clf=clf, frame=frame):
+                        return screen_image(clf, frame)
+                try:
+                    first, samples, probability = timed_runs(run, args.warmup, runs, args.seconds)
+                except (ImageDecodeError, ValueError) as exc:
+                    errors.append(f"{item.name}: {exc}")
+                    break
+                results.append(Result(item, source, n, first, samples, probability, peak_rss_mb()))
+            del frame
+    device_rss = {s: max((r.peak_rss_mb for r in results if r.source == s), default=0.0) for s in sources}
 
-    report = {
-        "model": Path(args.model).name,
-        "model_size_bytes": Path(args.model).stat().st_size,
-        "runtime": classifier.runtime_name,
-        "threads": args.threads,
-        "input_size": classifier.manifest.input_size,
-        "init_ms": round(init_ms, 3),
-        "inference_only": summarize(infer),
-        "inputs": {name: bench_frames(jpeg, classifier, args.runs, args.warmup) for name, jpeg in inputs},
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0, 1),
-    }
+    if args.compare:
+        _compare(args, results, any_clf, classifiers)
+
+    report = _report(model_path, any_clf, args.threads, init_ms, results, device_rss, errors)
     print(json.dumps(report, indent=2) if args.json else _human(report))
-    return 0
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 2 if errors else 0
+
+
+def _compare(args: argparse.Namespace, results: list[Result], clf, classifiers: dict) -> None:
+    """Naive order and Keras predict beside each device-path result, in this same run."""
+    import statistics
+
+    from .images import decode
+
+    frames: dict[str, Any] = {}
+    for r in results:
+        n_naive = max(3, min(len(r.samples) // 10, 20))
+        frame = None
+        if r.source == "array":
+            frame = frames.get(r.input.name)
+            if frame is None:
+                frame = frames[r.input.name] = decode(r.input.data).bgr
+        data = r.input.data if r.source == "file" else None
+        naive = [naive_screen(classifiers[r.threads], data, frame) for _ in range(n_naive)]
+        device = statistics.median(s["total"] for s in r.samples)
+        r.compare = {"naive_total_p50": round(statistics.median(naive), 3), "naive_runs": n_naive,
+                     "device_total_p50": round(device, 3),
+                     "naive_over_device": round(statistics.median(naive) / device, 2)}
+    frames.clear()
+    try:
+        keras_samples, what = keras_predict_ms(clf.manifest, args.keras_model, args.weights_dir, max(20, min(args.runs, 100)))
+        keras_p50, note = statistics.median(keras_samples), what
+    except (ImportError, ValueError, OSError) as exc:
+        keras_p50, note = None, f"Keras predict not timed: {exc}"
+    for r in results:
+        litert = statistics.median(s["inference"] for s in r.samples)
+        r.compare |= {"keras_predict_p50": None if keras_p50 is None else round(keras_p50, 3),
+                      "litert_inference_p50": round(litert, 3),
+                      "keras_over_litert": None if keras_p50 is None else round(keras_p50 / litert, 2),
+                      "keras_model": note}
+
+
+def _report(model_path: Path, clf, threads: list[int], init_ms: dict[int, float], results: list[Result],
+            device_rss: dict[str, float], errors: list[str]) -> dict[str, Any]:
+    common = {"runtime": clf.runtime_name, "model_sha256": clf.sha256}
+    return {
+        "model": model_path.name,
+        "model_size_bytes": model_path.stat().st_size,
+        **common,
+        "input_size": clf.manifest.input_size,
+        "decode_min_side": clf.decode_min_side,
+        "threads": threads,
+        "init_ms": {str(n): round(ms, 3) for n, ms in init_ms.items()},
+        "peak_rss_mb": device_rss.get("file") or device_rss.get("array", 0.0),
+        "peak_rss_mb_by_source": device_rss,
+        "results": [
+            {"input": r.input.name, "frame": r.input.frame, "source": r.source, "threads": r.threads, **common,
+             "init_ms": round(init_ms[r.threads], 3), "first_inference_ms": round(r.first_ms, 3),
+             "probability": r.probability, "peak_rss_mb": r.peak_rss_mb, "stages": stage_stats(r.samples), **({"compare": r.compare} if r.compare else {})}
+            for r in results
+        ],
+        "errors": errors,
+    }
 
 
 def _human(r: dict) -> str:
     out = [
-        (f"model {r['model']} ({r['model_size_bytes'] / 1024:.1f} KB), runtime {r['runtime']}, "
-         f"{r['threads']} threads, input {r['input_size']} px"),
-        f"init (load + sha256 + self-test + warm-up): {r['init_ms']:.1f} ms; peak RSS {r['peak_rss_mb']} MB",
-        _row("inference only", r["inference_only"]),
+        (f"model {r['model']} ({r['model_size_bytes'] / 1024:.1f} KB, sha256 {r['model_sha256'][:12]}), runtime {r['runtime']}, "
+         f"input {r['input_size']} px, decode to a {r['decode_min_side']} px short side"),
+        "init (load + sha256 + self-test + warm-up): " + ", ".join(f"{ms:.1f} ms at {n} threads" for n, ms in r["init_ms"].items())
+        + f"; peak RSS of the device path {r['peak_rss_mb']} MB",
     ]
-    for name, res in r["inputs"].items():
-        out.append(f"\n{name}: first screening {res['first_screening_ms']:.1f} ms (cold)")
-        out.append(f"  {'stage':<14}{'mean':>9}{'p50':>9}{'p90':>9}{'p99':>9}{'max':>9}   (ms, {res['warm']['total']['count']} warm runs)")
-        for stage, s in res["warm"].items():
-            out.append(_row(stage, s))
-        out.append(_row("(decode full)", res["decode_full_resolution"]) + "   <- without DCT-scaled decoding")
+    for res in r["results"]:
+        stages = res["stages"]
+        out.append(f"\n{res['input']} ({res['frame']}), source {res['source']}, {res['threads']} threads: "
+                   f"first screening {res['first_inference_ms']:.1f} ms (cold)")
+        out.append(f"  {'stage':<12}" + "".join(f"{k:>9}" for k in ("mean", "std", "min", "p50", "p90", "p99", "max"))
+                   + f"   (ms, {stages['total']['count']} warm runs)")
+        for stage, s in stages.items():
+            out.append(f"  {stage:<12}" + "".join(f"{s[k]:>9.2f}" for k in ("mean", "std", "min", "p50", "p90", "p99", "max")))
+        c = res.get("compare")
+        if c:
+            out.append(f"  naive order (full resolution, resize last): p50 {c['naive_total_p50']:.1f} ms = "
+                       f"{c['naive_over_device']:.1f}x the device path ({c['naive_runs']} runs)")
+            if c["keras_predict_p50"] is not None:
+                out.append(f"  Keras predict p50 {c['keras_predict_p50']:.1f} ms = {c['keras_over_litert']:.1f}x LiteRT inference "
+                           f"({c['litert_inference_p50']:.2f} ms)")
+            else:
+                out.append(f"  {c['keras_model']}")
     return "\n".join(out)
-
-
-def _row(name: str, s: dict) -> str:
-    return f"  {name:<14}" + "".join(f"{s[k]:>9.2f}" for k in ("mean", "p50", "p90", "p99", "max"))
 
 
 if __name__ == "__main__":

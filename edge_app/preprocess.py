@@ -202,7 +202,8 @@ class Preprocessor:
     def with_disabled(self, *stages: str) -> Preprocessor:
         return Preprocessor(replace(self.params, disabled_stages=tuple(stages)))
 
-    def _stage(self, name: str, image: np.ndarray) -> np.ndarray:
+    def stage(self, name: str, image: np.ndarray) -> np.ndarray:
+        """One stage by name, with this pipeline's parameters."""
         p = self.params
         if name == "crop":
             return crop(image, p.crop_dark_threshold, p.crop_min_fraction)
@@ -231,7 +232,7 @@ class Preprocessor:
             if stage == "normalize" and "normalize" in self.params.disabled_stages:
                 current = to_model_range(current)
             elif stage not in self.params.disabled_stages:
-                current = self._stage(stage, current)
+                current = self.stage(stage, current)
             timings[stage] = (time.perf_counter() - start) * 1000.0
         return PreprocessResult(tensor=current, timings_ms=timings, model_image=model_image)
 

@@ -87,6 +87,26 @@ def test_startup_recovery_removes_orphan_and_temp_files_but_keeps_records(tmp_pa
     assert store.image_file(rec.id).is_file() and store.image_file(rec.id, thumbnail=True).is_file()
 
 
+def test_an_upload_kept_in_its_own_format_keeps_its_thumbnail_through_recovery(tmp_path):
+    store = ScreeningStore(tmp_path)
+    png = b"\x89PNG\r\n\x1a\n not really decoded here"
+    rec = store.append(png, b"thumb", width=320, height=240, extension="png", classification=CLASSIFICATION,
+                       quality_flags=[], quality_metrics={})
+    store.close()
+    store = ScreeningStore(tmp_path)
+    assert store.recovered == {"temp_files": 0, "orphan_images": 0}
+    assert rec.image_path.endswith(f"{rec.id}.png") and store.image_file(rec.id).read_bytes() == png
+    assert store.image_file(rec.id, thumbnail=True).read_bytes() == b"thumb"
+
+
+def test_an_image_extension_that_is_not_plain_letters_is_refused_and_nothing_is_written(tmp_path):
+    store = ScreeningStore(tmp_path)
+    with pytest.raises(ValueError, match="extension"):
+        store.append(b"x", b"t", width=1, height=1, extension="../x", classification=CLASSIFICATION,
+                     quality_flags=[], quality_metrics={})
+    assert not any(p.is_file() for p in (tmp_path / "images").rglob("*"))
+
+
 def test_retention_by_age_and_size(tmp_path):
     store = ScreeningStore(tmp_path)
     old = append(store)
