@@ -31,6 +31,11 @@ def test_service_is_a_notify_service_with_a_watchdog_and_restarts_on_failure():
     assert d["ExecStart"] == ["/opt/edge-app/venv/bin/edge-app serve --config /etc/edge-app/config.toml"]
 
 
+def test_service_and_run_script_cap_the_glibc_malloc_arenas():
+    assert "MALLOC_ARENA_MAX=2" in directives()["Environment"]
+    assert 'export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"' in (UNIT.parents[1] / "run.sh").read_text()
+
+
 def test_service_runs_unprivileged_and_sandboxed():
     d = directives()
     expected = {
