@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
 ensure_venv pi,eval
-# Two glibc malloc arenas, as the systemd unit: a flatter, smaller server RSS (README, "Memory")
+# Two glibc malloc arenas, as the systemd unit: a smaller, flat server RSS (README, "Memory, uploads and the soak")
 export MALLOC_ARENA_MAX="${MALLOC_ARENA_MAX:-2}"
 exec "$VENV/bin/edge-app" serve --camera auto "$@"
