@@ -48,8 +48,8 @@ bp = Blueprint("main", __name__)
 
 MAX_TEXT = 120
 OPEN_ENDPOINTS = {"main.healthz", "main.login", "static"}
-STAGES = ("crop", "resize", "dehair", "denoise", "contrast", "normalize", "inference", "total")
-EXTRA_STAGES = ("quality", "capture", "queue_wait", "store", "end_to_end")
+STAGES = ("decode", "crop", "resize", "dehair", "denoise", "contrast", "normalize", "inference", "total")
+EXTRA_STAGES = ("quality", "capture", "encode", "scale", "queue_wait", "store", "end_to_end")
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"

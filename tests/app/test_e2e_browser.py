@@ -105,7 +105,7 @@ def test_tap_capture_see_result_and_latency_then_history(server):
             assert page.evaluate("document.documentElement.scrollHeight") <= 480
             assert page.evaluate("document.documentElement.scrollWidth") <= 800
             page.screenshot(path=str(ARTIFACTS / "ui-800x480.png"))
-            print(f"tap -> result in the browser: {tap_to_result_ms:.0f} ms; model total {total.inner_text()} ms")
+            print(f"tap -> result in the browser: {tap_to_result_ms:.0f} ms; device path total {total.inner_text()} ms")
 
             # upload a photo through the hidden file input
             photo = tmp_path / "phone.jpg"
