@@ -1,4 +1,4 @@
-"""Screening records: SQLite (WAL) rows + JPEG files under one data directory.
+"""Screening records: SQLite (WAL) rows + image files under one data directory.
 
     <data_dir>/screenings.sqlite3
     <data_dir>/images/YYYY-MM-DD/<id>.<ext>      what was screened: an upload's own bytes
@@ -246,7 +246,7 @@ class ScreeningStore:
         and its thumbnail atomically, then the row. Returns the record."""
         if corrects is not None and not self.exists(corrects):
             raise RecordNotFound(corrects)
-        if not extension.isalnum():
+        if not (extension.isascii() and extension.isalnum()):
             raise ValueError(f"image file extension {extension!r} is not plain letters and digits")
         record_id = new_record_id()
         now = datetime.now(UTC)
