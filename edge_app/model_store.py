@@ -110,8 +110,8 @@ class ModelInForce:
     source: str  # "installed" | "previous" | "packaged"
     model_path: Path
     model_sha256: str
-    version: str
-    key: str | None = None
+    model_version: str
+    signed_by: str | None = None  # the trusted key that verified it at install
     installed_at: str | None = None
     fallback: str | None = None  # why the installed model is not in force (None = no fallback)
 
@@ -264,9 +264,9 @@ class ModelStore:
 
     def _fallback(self, in_force: ModelInForce, failures: list[str]) -> ModelInForce:
         if failures:
-            in_force.fallback = "; ".join(failures) + f"; serving the {in_force.source} model {in_force.version} instead"
+            in_force.fallback = "; ".join(failures) + f"; serving the {in_force.source} model {in_force.model_version} instead"
             log.error("model fallback: %s", in_force.fallback)
-            self.audit("model_fallback", to=in_force.source, model_sha256=in_force.model_sha256, version=in_force.version,
+            self.audit("model_fallback", to=in_force.source, model_sha256=in_force.model_sha256, version=in_force.model_version,
                        reason="; ".join(failures))
         return in_force
 
@@ -337,7 +337,7 @@ class ModelStore:
                 in_force = self._in_force("installed", folder, classifier)
             self._switch(goal)
             progress("current", f"{goal[:12] if goal else 'the packaged model'} (was {current[:12] if current else 'the packaged model'})")
-            self.audit("model_rollback", to=goal or "packaged", version=in_force.version, model_sha256=in_force.model_sha256,
+            self.audit("model_rollback", to=goal or "packaged", version=in_force.model_version, model_sha256=in_force.model_sha256,
                        previous=current)
             return in_force
 
@@ -480,12 +480,12 @@ class ModelWatch:
             classifier, in_force = self.store.load(target, self.num_threads)
         except Exception as exc:  # noqa: BLE001 - whatever happens, the model in force keeps serving
             reason = f"model {target[:12] if target else 'packaged'} failed its checks on reload: {exc}"
-            self.in_force.fallback = f"{reason}; still serving {self.in_force.version}"
+            self.in_force.fallback = f"{reason}; still serving {self.in_force.model_version}"
             log.error("model reload: %s", self.in_force.fallback)
             self.store.audit("model_fallback", to=self.in_force.source, model_sha256=self.in_force.model_sha256,
-                             version=self.in_force.version, reason=reason)
+                             version=self.in_force.model_version, reason=reason)
             return None
-        log.info("model reloaded: %s %s (%s)", in_force.version, in_force.model_sha256[:12], in_force.source)
+        log.info("model reloaded: %s %s (%s)", in_force.model_version, in_force.model_sha256[:12], in_force.source)
         self.in_force = in_force
         return classifier
 

@@ -158,7 +158,7 @@ def run_rollback(args: argparse.Namespace) -> int:
         in_force = store.rollback(keys_dir, allow_unsigned, num_threads=args.threads, progress=_progress)
     except (BundleError, OSError) as exc:
         return _fail("rollback", exc, store)
-    print(f"rolled back: {in_force.source} model {in_force.version} ({in_force.model_sha256[:12]}...) is current. "
+    print(f"rolled back: {in_force.source} model {in_force.model_version} ({in_force.model_sha256[:12]}...) is current. "
           "A running app switches to it before its next screening.")
     return 0
 

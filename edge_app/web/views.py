@@ -231,7 +231,7 @@ def _model_json() -> dict[str, Any]:
     in_force = service.model_in_force()
     card = service.classifier.model_path.parent / CARD_NAME
     return service.classifier.describe() | {
-        "source": in_force.get("source", "packaged"), "signed_by": in_force.get("key"),
+        "source": in_force.get("source", "packaged"), "signed_by": in_force.get("signed_by"),
         "installed_at": in_force.get("installed_at"), "fallback": in_force.get("fallback"),
         "model_card_url": url_for("main.model_card") if card.is_file() else None,
     }
