@@ -17,6 +17,8 @@ would at start:
 - `models/current` points to the model that was current before (old) or to the bundle's (new);
 - that folder is complete: every member, sha256 of the .tflite as its manifest says;
 - `ModelStore.load_for_serving` serves it with no fallback (sha256, preprocessing, golden self-test);
+- when the new model is current, audit.log's last `model_install` line names it (the line is
+  written before the switch, so no model becomes current unrecorded);
 - a final install without a kill removes every leftover `.incoming-*` folder and temporary link.
 
 Exit status 0 only when every check passed after every kill. The last line is a JSON summary.
@@ -80,11 +82,16 @@ def check(data_dir: Path, model: Path, old: str, new: str) -> tuple[str, list[st
     from edge_app.bundle import BundleError, read_model_dir, verify_model_sha256
     from edge_app.model_store import CURRENT, ModelStore
     from edge_app.runtime import ModelError
+    from edge_app.store import AUDIT_LOG
 
     store = ModelStore(data_dir, model)
     target = store.target(CURRENT)
     which = "old" if target == old else "new" if target == new else "neither"
     problems = [] if which != "neither" else [f"current -> {target!r}, neither the old nor the new model"]
+    installs = [json.loads(line) for line in (data_dir / AUDIT_LOG).read_text().splitlines()
+                if '"model_install"' in line] if (data_dir / AUDIT_LOG).exists() else []
+    if which == "new" and (not installs or installs[-1]["folder"] != new):
+        problems.append("the new model is current but audit.log has no model_install line for it")
     if target is not None:
         try:
             files = read_model_dir(store.dir / target)

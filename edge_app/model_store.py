@@ -303,12 +303,14 @@ class ModelStore:
                     shutil.rmtree(staging, ignore_errors=True)
             progress("unpacked", str(folder))
             was = self.target(CURRENT)
-            self._switch(folder_name)
-            progress("current", f"{folder_name[:12]} (was {was[:12] if was else 'the packaged model'})")
             installed = self.describe(folder)
+            # Audited before the switch: a model never becomes current without its line in audit.log
+            # (a kill between the two leaves a line for a switch that did not happen, never the reverse).
             self.audit("model_install", model=installed.name, version=installed.version, model_sha256=installed.model_sha256,
                        folder=folder_name, key=installed.key, signed=signer is not None, bundle=str(bundle),
                        bundle_sha256=info["bundle_sha256"], previous=was)
+            self._switch(folder_name)
+            progress("current", f"{folder_name[:12]} (was {was[:12] if was else 'the packaged model'})")
             return installed
 
     def rollback(self, keys_dir: Path, allow_unsigned: bool = False, num_threads: int = 2,
@@ -335,10 +337,10 @@ class ModelStore:
                 check_files(files, keys_dir, allow_unsigned, progress)
                 classifier = check_on_runtime(folder / files.tflite_name, num_threads, progress)
                 in_force = self._in_force("installed", folder, classifier)
-            self._switch(goal)
-            progress("current", f"{goal[:12] if goal else 'the packaged model'} (was {current[:12] if current else 'the packaged model'})")
             self.audit("model_rollback", to=goal or "packaged", version=in_force.model_version, model_sha256=in_force.model_sha256,
                        previous=current)
+            self._switch(goal)
+            progress("current", f"{goal[:12] if goal else 'the packaged model'} (was {current[:12] if current else 'the packaged model'})")
             return in_force
 
     # ------------------------------------------------------------------ on disk

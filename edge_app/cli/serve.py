@@ -76,9 +76,12 @@ def run(args: argparse.Namespace) -> int:
     watchdog = Watchdog(service.is_healthy)
     camera = service.capture_loop.status()
     model = service.classifier.describe()
-    log.info("model %s (%s, sha256 %s...) on %s; camera %s (%s); data %s",
-             model["model"], model["model_version"], model["model_sha256"][:12], model["runtime"],
+    in_force = service.model_in_force()
+    log.info("model %s (%s, sha256 %s..., %s) on %s; camera %s (%s); data %s",
+             model["model"], model["model_version"], model["model_sha256"][:12], in_force.get("source", "packaged"), model["runtime"],
              camera["kind"], camera.get("source"), settings.data_dir)
+    if in_force.get("fallback"):
+        log.warning("model fallback: %s", in_force["fallback"])
     if service.store.recovered["orphan_images"] or service.store.recovered["temp_files"]:
         log.warning("start-up recovery removed %s", service.store.recovered)
     url_host = settings.host if settings.host not in ("0.0.0.0", "::") else "<this-device>"
