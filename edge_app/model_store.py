@@ -113,7 +113,8 @@ class ModelInForce:
     model_version: str
     signed_by: str | None = None  # the trusted key that verified it at install
     installed_at: str | None = None
-    fallback: str | None = None  # why the installed model is not in force (None = no fallback)
+    fallback: str | None = None  # one sentence for the screen: why the installed model is not in force (None = no fallback)
+    fallback_detail: str | None = None  # every check that failed, with paths (for /healthz, the log and audit.log)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -242,7 +243,7 @@ class ModelStore:
     def load_for_serving(self, num_threads: int = 2) -> tuple[Classifier, ModelInForce]:
         """The installed model, else the previous one, else the packaged one: the first that passes its
         checks (sha256, preprocessing version, golden self-test). A fallback is audited and reported."""
-        failures: list[str] = []
+        failures: dict[str, str] = {}  # "installed model 436a3cb859e2" -> what failed
         current, previous = self.target(CURRENT), self.target(PREVIOUS)
         for source, folder_name in (("installed", current), ("previous", previous)):
             if folder_name is None or (source == "previous" and folder_name == current):
@@ -250,7 +251,7 @@ class ModelStore:
             try:
                 classifier, in_force = self.load(folder_name, num_threads)
             except ModelError as exc:
-                failures.append(f"{source} model {folder_name[:12]} failed its checks: {exc}")
+                failures[f"{source} model {folder_name[:12]}"] = str(exc)
                 continue
             in_force.source = source
             return classifier, self._fallback(in_force, failures)
@@ -258,16 +259,18 @@ class ModelStore:
             classifier = Classifier(self.packaged, num_threads=num_threads)
         except ModelError as exc:
             if failures:
-                raise ModelError("; ".join(failures) + f"; packaged model: {exc}") from None
+                raise ModelError("; ".join(f"{k}: {v}" for k, v in failures.items()) + f"; packaged model: {exc}") from None
             raise
         return classifier, self._fallback(self.packaged_in_force(classifier), failures)
 
-    def _fallback(self, in_force: ModelInForce, failures: list[str]) -> ModelInForce:
+    def _fallback(self, in_force: ModelInForce, failures: dict[str, str]) -> ModelInForce:
         if failures:
-            in_force.fallback = "; ".join(failures) + f"; serving the {in_force.source} model {in_force.model_version} instead"
-            log.error("model fallback: %s", in_force.fallback)
+            in_force.fallback = (f"{' and '.join(failures)} failed {'its' if len(failures) == 1 else 'their'} checks at start; "
+                                 f"serving the {in_force.source} model {in_force.model_version}")
+            in_force.fallback_detail = "; ".join(f"{k}: {v}" for k, v in failures.items())
+            log.error("model fallback: %s (%s)", in_force.fallback, in_force.fallback_detail)
             self.audit("model_fallback", to=in_force.source, model_sha256=in_force.model_sha256, version=in_force.model_version,
-                       reason="; ".join(failures))
+                       reason=in_force.fallback_detail)
         return in_force
 
     def audit(self, event: str, **fields: Any) -> None:
@@ -482,8 +485,10 @@ class ModelWatch:
             classifier, in_force = self.store.load(target, self.num_threads)
         except Exception as exc:  # noqa: BLE001 - whatever happens, the model in force keeps serving
             reason = f"model {target[:12] if target else 'packaged'} failed its checks on reload: {exc}"
-            self.in_force.fallback = f"{reason}; still serving {self.in_force.model_version}"
-            log.error("model reload: %s", self.in_force.fallback)
+            self.in_force.fallback = (f"the newly installed model {target[:12] if target else '(packaged)'} failed its checks; "
+                                      f"still serving {self.in_force.model_version}")
+            self.in_force.fallback_detail = reason
+            log.error("model reload: %s", reason)
             self.store.audit("model_fallback", to=self.in_force.source, model_sha256=self.in_force.model_sha256,
                              version=self.in_force.model_version, reason=reason)
             return None

@@ -87,6 +87,8 @@ def _fail(action: str, exc: Exception, store=None) -> int:
     from ..model_store import CURRENT
 
     step = getattr(exc, "step", "")
+    if isinstance(exc, PermissionError):
+        exc = OSError(f"no permission to write {exc.filename or store.dir}: run it as root (sudo) or as the service user")
     current = store.target(CURRENT) if store is not None else None
     unchanged = f"; the current model is unchanged ({current[:12] if current else 'the packaged model'})" if store else ""
     print(f"error: {action} refused{f' at the {step} check' if step else ''}: {exc}{unchanged}", file=sys.stderr)
@@ -135,9 +137,7 @@ def run_install(args: argparse.Namespace) -> int:
     print(f"installing {args.bundle} into {store.dir} (trusted keys: {keys_dir})")
     try:
         installed = store.install(args.bundle, keys_dir, allow_unsigned, num_threads=args.threads, progress=_progress)
-    except BundleError as exc:
-        return _fail("install", exc, store)
-    except OSError as exc:
+    except (BundleError, OSError) as exc:
         return _fail("install", exc, store)
     print(f"installed {installed.name} {installed.version} ({installed.model_sha256[:12]}...), "
           f"{'signed by ' + installed.key if installed.key else 'UNSIGNED'}: now current. "

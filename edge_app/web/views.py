@@ -233,6 +233,7 @@ def _model_json() -> dict[str, Any]:
     return service.classifier.describe() | {
         "source": in_force.get("source", "packaged"), "signed_by": in_force.get("signed_by"),
         "installed_at": in_force.get("installed_at"), "fallback": in_force.get("fallback"),
+        "fallback_detail": in_force.get("fallback_detail"),
         "model_card_url": url_for("main.model_card") if card.is_file() else None,
     }
 

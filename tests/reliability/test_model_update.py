@@ -6,8 +6,10 @@ is screened with by the running app without losing a queued screening.
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import stat
 import subprocess
 import sys
 import threading
@@ -80,7 +82,8 @@ def test_signed_bundle_installs_and_the_app_screens_with_it(make_app, models, ke
     page = client.get("/").get_data(as_text=True)
     assert bundles["version"] + "-site" in page and 'href="/model/card"' in page
     card = client.get("/model/card")
-    assert card.status_code == 200 and "Model card" in card.get_data(as_text=True)
+    first_line = (models.dir / installed.id / "MODEL_CARD.md").read_text().splitlines()[0]
+    assert card.status_code == 200 and html.escape(first_line, quote=False) in card.get_data(as_text=True)
 
     event = audit_events(models)[-1]
     assert (event["event"], event["key"], event["signed"], event["version"]) == ("model_install", KEY_NAME, True,
@@ -126,6 +129,20 @@ def _zip_bomb(path: Path, good: Path) -> Path:
     return path
 
 
+def _symlink_member(path: Path, good: Path) -> Path:
+    """MODEL_CARD.md stored as a symbolic link to /etc/passwd."""
+    files = members(good)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in files.items():
+            if name == "MODEL_CARD.md":
+                info = zipfile.ZipInfo(name)
+                info.external_attr = (stat.S_IFLNK | 0o777) << 16
+                zf.writestr(info, b"/etc/passwd")
+            else:
+                zf.writestr(name, data)
+    return path
+
+
 def _truncated(path: Path, good: Path) -> Path:
     data = good.read_bytes()
     path.write_bytes(data[: len(data) * 2 // 3])
@@ -156,6 +173,7 @@ def _bad_crc(path: Path, good: Path) -> Path:
         (_extra_member, "archive", "unexpected member"),
         (_unsigned, "signature", "not signed"),
         (_zip_bomb, "archive", "zip bomb"),
+        (_symlink_member, "archive", "link or special file"),
         (_truncated, "archive", "damaged or truncated"),
         (_bad_crc, "archive", "damaged or truncated"),
     ],
@@ -166,7 +184,7 @@ def test_bad_bundle_is_refused_and_the_current_model_is_untouched(tmp_path, mode
     models.install(bundles["b"], keys[1])
     before = state(models)
     bad = tmp_path / "bad.zip"
-    if damage in (_zip_bomb, _truncated, _bad_crc):
+    if damage in (_zip_bomb, _symlink_member, _truncated, _bad_crc):
         damage(bad, bundles["a"])
     else:
         rezip(bundles["a"], bad, damage)
@@ -274,6 +292,7 @@ def test_app_falls_back_to_the_previous_model_then_the_packaged_one_and_says_so(
     assert health.status_code == 200, "a fallback model still screens"
     model = health.get_json()["model"]
     assert model["source"] == "previous" and "failed its checks" in model["fallback"]
+    assert "does not match its manifest" in model["fallback_detail"]
     assert upload(client, lesion_jpeg(4)).get_json()["model_version"] == bundles["version"]
     assert "Fallback model in use" in client.get("/").get_data(as_text=True)
     assert audit_events(models)[-1]["event"] == "model_fallback"
@@ -283,6 +302,7 @@ def test_app_falls_back_to_the_previous_model_then_the_packaged_one_and_says_so(
     app2 = make_app(CLASSIFIER=None, MODEL=str(model_path()), DATA_DIR=str(models.data_dir))
     stats = app2.test_client().get("/api/stats").get_json()["model"]
     assert stats["source"] == "packaged" and "previous model" in stats["fallback"]
+    assert "installed model" in stats["fallback_detail"] and "previous model" in stats["fallback_detail"]
 
 
 # --------------------------------------------------------------------------- reload in the running app
@@ -398,3 +418,18 @@ def test_kill_during_install_leaves_the_old_or_the_new_model_current(tmp_path):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["kills"] == 4 and summary["problems"] == 0
     assert summary["neither_current"] == 0
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("no", False), ("maybe", None)])
+def test_allow_unsigned_models_setting_is_a_checked_boolean(tmp_path, value, expected):
+    from edge_app.config import ConfigError, maintenance_setting
+
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    env = {"EDGE_APP_ALLOW_UNSIGNED_MODELS": value}
+    if expected is None:
+        with pytest.raises(ConfigError, match="true or false"):
+            maintenance_setting("allow_unsigned_models", config, env=env)
+    else:
+        assert maintenance_setting("allow_unsigned_models", config, env=env) is expected
+    assert maintenance_setting("allow_unsigned_models", config, env={}) is False
