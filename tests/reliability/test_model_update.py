@@ -433,3 +433,28 @@ def test_allow_unsigned_models_setting_is_a_checked_boolean(tmp_path, value, exp
     else:
         assert maintenance_setting("allow_unsigned_models", config, env=env) is expected
     assert maintenance_setting("allow_unsigned_models", config, env={}) is False
+
+
+def test_sign_refuses_a_model_that_does_not_match_its_manifest_and_keygen_never_overwrites(tmp_path, keys):
+    from edge_app.bundle import model_files_for, write_bundle
+
+    tflite = model_copy(tmp_path / "m")
+    tflite.write_bytes(tflite.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        write_bundle(model_files_for(tflite), tmp_path / "m.zip", keys[0])
+    assert not (tmp_path / "m.zip").exists()
+    before = keys[0].read_bytes()
+    with pytest.raises(FileExistsError):
+        generate_key(keys[0].parent, KEY_NAME)
+    assert keys[0].read_bytes() == before
+
+
+def test_a_second_install_while_one_runs_is_refused(models, keys, bundles):
+    import fcntl
+
+    models.dir.mkdir(parents=True)
+    with open(models.dir / ".lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        with pytest.raises(BundleError) as exc:
+            models.install(bundles["a"], keys[1])
+    assert exc.value.step == "lock" and models.target(CURRENT) is None
