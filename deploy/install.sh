@@ -20,6 +20,8 @@ VENV=$PREFIX/venv
 MODEL_DIR=$PREFIX/models
 DATA_DIR=/var/lib/edge-app
 CONF_DIR=/etc/edge-app
+# Public keys (*.pub) that model bundles must be signed with (`edge-app model install`).
+TRUSTED_KEYS=$CONF_DIR/trusted_keys
 UNIT_DIR=/etc/systemd/system
 KIOSK_BIN=/usr/local/bin/edge-app-kiosk
 # The OS interpreter: the venv must sit on top of it to see apt's picamera2, libcamera and NumPy.
@@ -32,6 +34,7 @@ USE_APT=1
 START=1
 SOURCE=$REPO
 MODEL=$REPO/models/student_fp16.tflite
+KEYS=()
 
 usage() {
     cat <<EOF
@@ -41,7 +44,11 @@ usage: install.sh [options]
   --kiosk            also install the Chromium kiosk on the touchscreen (labwc / wayfire)
   --kiosk-user USER  desktop user that autologs in (default: \$SUDO_USER, else uid 1000)
   --wheel FILE       install this edge-app wheel instead of the source tree $REPO
-  --model FILE       model to ship (default: models/student_fp16.tflite; its .json beside it)
+  --model FILE       model to ship (default: models/student_fp16.tflite; its .json and
+                     MODEL_CARD.md beside it)
+  --trusted-key FILE.pub
+                     trust this public key for signed model bundles: copied into
+                     $TRUSTED_KEYS/ (repeatable; the folder is always created)
   --root DIR         install into DIR instead of / (tests, staging; also DESTDIR=DIR).
                      apt is skipped there; useradd/systemctl get --root DIR.
   --no-apt           do not run apt-get (packages already installed)
@@ -57,6 +64,7 @@ while [ $# -gt 0 ]; do
         --kiosk-user) KIOSK_USER=${2:?--kiosk-user needs a user}; shift ;;
         --wheel) SOURCE=${2:?--wheel needs a file}; shift ;;
         --model) MODEL=${2:?--model needs a file}; shift ;;
+        --trusted-key) KEYS+=("${2:?--trusted-key needs a .pub file}"); shift ;;
         --root) ROOT=${2:?--root needs a directory}; shift ;;
         --no-apt) USE_APT=0 ;;
         --no-start) START=0 ;;
@@ -72,6 +80,11 @@ if [ ! -f "$MODEL" ] || [ ! -f "$MODEL_JSON" ]; then
     msg="model $MODEL (and its manifest $MODEL_JSON) not found: train/export it or pass --model FILE"
     if [ "$DRY_RUN" = 1 ]; then warn "$msg"; else die "$msg"; fi
 fi
+for key in ${KEYS[@]+"${KEYS[@]}"}; do
+    case $key in *.pub) ;; *) die "--trusted-key $key: expected a public key NAME.pub (from edge-app model keygen)" ;; esac
+    [ -f "$key" ] || die "--trusted-key $key: not found"
+    grep -q "BEGIN PUBLIC KEY" "$key" || die "--trusted-key $key: not a PEM public key"
+done
 if [ "$SOURCE" != "$REPO" ] && [ ! -f "$SOURCE" ] && [ "$DRY_RUN" = 0 ]; then
     die "wheel $SOURCE not found"
 fi
@@ -82,7 +95,7 @@ fi
 install_packages() {
     # picamera2 and libcamera come only from apt (Raspberry Pi archive), never from pip.
     # --no-install-recommends keeps the GUI preview stack (Qt, OpenGL) off a headless service.
-    local base=(python3-venv python3-numpy)
+    local base=(python3-venv python3-numpy python3-cryptography)
     local kiosk=()
     if [ "$KIOSK" = 1 ]; then
         # Raspberry Pi OS ships `chromium` (Trixie, late Bookworm); older images `chromium-browser`.
@@ -185,6 +198,10 @@ install_files() {
     run install -d -m 0755 "$ROOT$MODEL_DIR"
     run install -m 0644 "$MODEL" "$ROOT$MODEL_DIR/student_fp16.tflite"
     run install -m 0644 "$MODEL_JSON" "$ROOT$MODEL_DIR/student_fp16.json"
+    # The card is shown by the app (Model card link); a model without one ships without it.
+    if [ -f "$(dirname "$MODEL")/MODEL_CARD.md" ]; then
+        run install -m 0644 "$(dirname "$MODEL")/MODEL_CARD.md" "$ROOT$MODEL_DIR/MODEL_CARD.md"
+    fi
 
     # Ownership only on the real system (under --root the user lives in another passwd;
     # systemd's StateDirectory= fixes the owner of the data directory at start anyway).
@@ -195,6 +212,12 @@ install_files() {
     fi
     run install -d -m 0750 "${owner[@]}" "$ROOT$DATA_DIR"
     run install -d -m 0755 "$ROOT$CONF_DIR"
+    # Root-owned and read-only to the service: only an administrator decides whose models are trusted.
+    run install -d -m 0755 "$ROOT$TRUSTED_KEYS"
+    local key
+    for key in ${KEYS[@]+"${KEYS[@]}"}; do
+        run install -m 0644 "$key" "$ROOT$TRUSTED_KEYS/$(basename "$key")"
+    done
     run install -m 0644 "$HERE/config.example.toml" "$ROOT$CONF_DIR/config.example.toml"
     run install -m 0644 "$HERE/README.md" "$ROOT$PREFIX/README.md"
     if [ -e "$ROOT$CONF_DIR/config.toml" ]; then

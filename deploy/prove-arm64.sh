@@ -11,27 +11,63 @@
 #
 # Not part of CI (downloads ~100 MB of .debs and wheels, several minutes under qemu).
 # Run as root:  deploy/prove-arm64.sh            (SUITE=trixie for Debian 13 / Python 3.13)
+#               deploy/prove-arm64.sh --print-mirror   (which Debian mirror it would use; no root needed)
 # Needs: apt-get install qemu-user-static binfmt-support debootstrap
+# The Debian mirror is the one this machine's apt already uses (MIRROR=URL overrides it); the
+# wheel is built by pip in an isolated build environment (setuptools and wheel fetched as
+# pyproject.toml's [build-system] asks), so neither `wheel` nor a project .venv is needed.
 # What it cannot prove: python3-picamera2 and libcamera come from the Raspberry Pi
-# archive (archive.raspberrypi.com), so they are not in this root; the camera path
-# is exercised on a Pi only.
+# archive, so they are not in this root; the camera path is exercised on a Pi only.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SUITE=${SUITE:-bookworm}
-MIRROR=${MIRROR:-http://deb.debian.org/debian}
 WORK=${WORK:-/var/tmp/edge-app-arm64}
 TARGET=$WORK/root-$SUITE
 MODEL=${MODEL:-$REPO/models/student_fp16.tflite}
-HOST_PYTHON=${HOST_PYTHON:-$REPO/.venv/bin/python}
 
 step() { printf '\n### %s  [%s]\n' "$*" "$(date -u +%H:%M:%S)"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The Debian archive this machine's apt uses: the first `deb` source (one-line *.list or deb822
+# *.sources, comments and disabled stanzas skipped) that is not the security archive.
+apt_mirror() {
+    local etc=${APT_ETC:-/etc/apt}
+    {
+        cat "$etc/sources.list" "$etc"/sources.list.d/*.list 2>/dev/null \
+            | awk '$1 == "deb" { for (i = 2; i <= NF; i++) if ($i ~ /^[a-z+]+:\/\//) { print $i; break } }'
+        cat "$etc"/sources.list.d/*.sources 2>/dev/null | awk '
+            function flush() { if (deb && !off) for (i = 1; i <= n; i++) print uris[i]; deb = 0; off = 0; n = 0 }
+            /^[[:space:]]*#/ { next }
+            /^[[:space:]]*$/ { flush(); next }
+            tolower($1) == "types:" { for (i = 2; i <= NF; i++) if ($i == "deb") deb = 1 }
+            tolower($1) == "enabled:" && tolower($2) == "no" { off = 1 }
+            tolower($1) == "uris:" { for (i = 2; i <= NF; i++) uris[++n] = $i }
+            END { flush() }'
+    } | grep -v -e security -e '^cdrom:' | head -n 1 || true
+}
+
+MIRROR=${MIRROR:-$(apt_mirror)}
+if [ "${1:-}" = --print-mirror ]; then
+    [ -n "$MIRROR" ] || die "no Debian mirror found in ${APT_ETC:-/etc/apt}/sources.list{,.d}: set MIRROR=<Debian mirror URL>"
+    printf '%s\n' "$MIRROR"
+    exit 0
+fi
+[ $# -eq 0 ] || die "usage: prove-arm64.sh [--print-mirror]   (settings via SUITE, MIRROR, WORK, MODEL, HOST_PYTHON)"
+[ -n "$MIRROR" ] || die "no Debian mirror found in ${APT_ETC:-/etc/apt}/sources.list{,.d}: set MIRROR=<Debian mirror URL>"
+
+# Any Python >= 3.11 with pip builds the wheel: the project venv if there is one, else the OS python3.
+if [ -z "${HOST_PYTHON:-}" ]; then
+    HOST_PYTHON=python3
+    [ -x "$REPO/.venv/bin/python" ] && HOST_PYTHON=$REPO/.venv/bin/python
+fi
+"$HOST_PYTHON" -m pip --version >/dev/null 2>&1 || die "$HOST_PYTHON has no pip: apt-get install python3-pip (or set HOST_PYTHON)"
 
 [ "$(id -u)" = 0 ] || die "run as root (debootstrap and chroot)"
 for tool in debootstrap chroot; do
     command -v "$tool" >/dev/null || die "$tool missing: apt-get install qemu-user-static binfmt-support debootstrap"
 done
+echo "Debian mirror (from this machine's apt sources unless MIRROR is set): $MIRROR"
 
 step "binfmt_misc: can this kernel run aarch64 binaries through qemu?"
 if [ ! -e /proc/sys/fs/binfmt_misc/status ]; then
@@ -55,7 +91,7 @@ if [ -x "$TARGET/usr/bin/python3" ] && [ ! -d "$TARGET/debootstrap" ]; then
     echo "reusing $TARGET"
 else
     debootstrap --arch=arm64 --variant=minbase --foreign \
-        --include=python3,python3-venv,python3-numpy,ca-certificates,systemd \
+        --include=python3,python3-venv,python3-numpy,python3-cryptography,ca-certificates,systemd \
         "$SUITE" "$TARGET" "$MIRROR"
     chroot "$TARGET" /debootstrap/debootstrap --second-stage
 fi
@@ -65,7 +101,8 @@ rm -rf "$WORK/src" "$WORK/dist"
 mkdir -p "$WORK/src" "$WORK/dist"
 git -C "$REPO" ls-files -z --cached --others --exclude-standard \
     | (cd "$REPO" && tar --null --ignore-failed-read -T - -cf -) | tar -x -C "$WORK/src"
-"$HOST_PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation -w "$WORK/dist" "$WORK/src"
+# Isolated build: pip installs what [build-system] requires (setuptools, wheel) into a throwaway env.
+"$HOST_PYTHON" -m pip wheel --quiet --no-deps -w "$WORK/dist" "$WORK/src"
 WHEEL=$(ls "$WORK"/dist/edge_app-*.whl)
 ls -l "$WHEEL"
 

@@ -14,6 +14,7 @@ Example config file (`--config /etc/edge-app/config.toml`)::
     max_upload_mb = 20
     retention_days = 0         # 0 = keep all
     retention_gb = 0           # 0 = keep all
+    allow_unsigned_models = false   # `edge-app model install` refuses unsigned bundles unless true
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ class Settings:
     threads: int = 4  # waitress worker threads
     preview_fps: float = 4.0
     secret_key: str = ""  # signs the UI session (CSRF token); random per start when empty
+    allow_unsigned_models: bool = False  # `edge-app model install` of a bundle without a signature
 
     @property
     def is_loopback(self) -> bool:
@@ -80,11 +82,18 @@ class Settings:
 
 
 _TYPES = {f.name: f.type for f in fields(Settings)}
+_BOOL_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
     kind = _TYPES[name]
     try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+                return _BOOL_WORDS[value.strip().lower()]
+            raise ValueError
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
@@ -101,7 +110,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             raise TypeError
         return value.strip()
     except (TypeError, ValueError):
-        expected = {"int": "a whole number", "float": "a number", "Path": "a path"}.get(kind, "a string")
+        expected = {"int": "a whole number", "float": "a number", "Path": "a path", "bool": "true or false"}.get(kind, "a string")
         raise ConfigError(f"setting {name!r} from {source} must be {expected}, got {value!r}") from None
 
 
@@ -207,3 +216,31 @@ def data_dir_setting(config_file: str | Path | None = None, override: str | Path
         if "data_dir" in from_file:
             return from_file["data_dir"]
     return default_data_dir()
+
+
+def maintenance_setting(name: str, config_file: str | Path | None = None, env: Mapping[str, str] | None = None) -> Any:
+    """One setting from the environment, else the config file, else its default, checked on its own:
+    for maintenance commands (`edge-app model ...`) that must work while the app's other settings
+    (a missing model, say) would stop `edge-app serve`."""
+    env = os.environ if env is None else env
+    key = ENV_PREFIX + name.upper()
+    if env.get(key):
+        return _from_env({key: env[key]})[name]
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+    if config_file:
+        from_file = _from_file(Path(config_file))
+        if name in from_file:
+            return from_file[name]
+    default = {"model": default_model, "data_dir": default_data_dir}.get(name)
+    return default() if default else Settings.__dataclass_fields__[name].default
+
+
+def config_dir(config_file: str | Path | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The folder of the config file (`/etc/edge-app` on a Pi), else $XDG_CONFIG_HOME/edge-app.
+    Its `trusted_keys/` holds the public keys that model bundles must be signed with."""
+    env = os.environ if env is None else env
+    config_file = config_file or env.get(ENV_PREFIX + "CONFIG") or None
+    if config_file:
+        return Path(os.path.expanduser(str(config_file))).resolve().parent
+    base = env.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "edge-app"

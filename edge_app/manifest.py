@@ -57,12 +57,21 @@ class Manifest:
     def load(cls, path: str | Path) -> Manifest:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             raise ManifestError(
                 f"model manifest {path} is missing: every .tflite needs its .json beside it; re-export or restore it"
             ) from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ManifestError(f"model manifest {path} is unreadable ({exc}); re-export or restore it") from None
+        return cls.loads(text, path)
+
+    @classmethod
+    def loads(cls, text: str | bytes, path: str | Path = "<manifest>") -> Manifest:
+        """Parse and check a manifest's text (`path` only names it in messages)."""
+        try:
+            data = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ManifestError(f"model manifest {path} is unreadable ({exc}); re-export or restore it") from None
         if not isinstance(data, dict):
             raise ManifestError(f"model manifest {path} is not a JSON object")

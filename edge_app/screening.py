@@ -69,8 +69,10 @@ class ScreeningService:
         max_queue: int = 16,
         jpeg_quality: int = 92,
         tick_s: float = 1.0,
+        model_watch: Any = None,
     ) -> None:
         self.classifier = classifier
+        self.model_watch = model_watch  # model_store.ModelWatch: swaps in an installed model between screenings
         self.store = store
         self.capture_loop = capture_loop
         self.stats = stats or LatencyStats()
@@ -140,9 +142,11 @@ class ScreeningService:
             try:
                 job = self._jobs.get(timeout=self.tick_s)
             except queue.Empty:
+                self._reload_model()
                 continue
             if job is None:
                 return
+            self._reload_model()
             if not job.future.set_running_or_notify_cancel():
                 continue
             self._busy_since = time.monotonic()
@@ -156,6 +160,22 @@ class ScreeningService:
             finally:
                 job = None  # drop the frame / bytes now, not when the next job arrives
                 self._busy_since = None
+
+    def _reload_model(self) -> None:
+        """Between screenings, on this thread: a queued screening waits for the new model, never is lost."""
+        if self.model_watch is None:
+            return
+        try:
+            classifier = self.model_watch.poll()
+        except Exception:  # the model in force keeps serving
+            log.exception("model reload check failed")
+            return
+        if classifier is not None:
+            self.classifier = classifier
+
+    def model_in_force(self) -> dict[str, Any]:
+        """Which model serves, where it came from, and any fallback (for /healthz, /api/stats and the screen)."""
+        return self.model_watch.status() if self.model_watch is not None else {}
 
     def _process(self, job: _Job) -> ScreeningRecord:
         wait_ms = (time.perf_counter() - job.queued_at) * 1000.0
@@ -223,6 +243,7 @@ class ScreeningService:
             "capture_loop_alive": self.capture_loop.is_alive(),
             "capture_loop_heartbeat_age_s": round(loop_age, 2),
             "queued": self._jobs.qsize(),
+            "model": self.model_in_force(),
         }
 
     def is_healthy(self) -> bool:

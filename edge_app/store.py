@@ -526,13 +526,7 @@ class ScreeningStore:
 
     def audit(self, event: str, **fields: Any) -> None:
         """Append one JSON line to `<data_dir>/audit.log` (deletions, backups, restores) and log it."""
-        entry = {"time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "event": event,
-                 "app_version": self.app_version} | fields
-        with open(self.data_dir / AUDIT_LOG, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(entry, sort_keys=True) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        log.info("%s: %s", event, {k: v for k, v in fields.items() if k != "ids"})
+        append_audit(self.data_dir, event, self.app_version, **fields)
 
     # ------------------------------------------------------------------ backup
 
@@ -661,3 +655,15 @@ def _csv_safe(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
         return "'" + value
     return value
+
+
+def append_audit(data_dir: str | Path, event: str, app_version: str, **fields: Any) -> None:
+    """Append one JSON line to `<data_dir>/audit.log` and log it. Used by the store (deletions,
+    backups, restores) and by model installs, rollbacks and fallbacks, which run without a store."""
+    entry = {"time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"), "event": event,
+             "app_version": app_version} | fields
+    with open(Path(data_dir) / AUDIT_LOG, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(entry, sort_keys=True) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    log.info("%s: %s", event, {k: v for k, v in fields.items() if k != "ids"})

@@ -28,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="port (default 8080)")
     p.add_argument("--camera", help="auto | none | picamera2 | opencv:N | opencv:/dev/videoN | folder:DIR (default auto)")
     p.add_argument("--data-dir", dest="data_dir", metavar="DIR", help="records + images (default $XDG_DATA_HOME/edge-app)")
-    p.add_argument("--model", metavar="FILE", help="the .tflite student (its manifest .json beside it)")
+    p.add_argument("--model", metavar="FILE", help="the packaged .tflite student (its manifest .json beside it): served unless "
+                   "a model was installed with `edge-app model install` into the data dir, then the last fallback")
     p.add_argument("--max-upload-mb", dest="max_upload_mb", type=float, help="upload size limit (default 20)")
     p.add_argument("--retention-days", dest="retention_days", type=float, help="delete records older than N days (0 = keep all)")
     p.add_argument("--retention-gb", dest="retention_gb", type=float, help="keep at most N GB of images (0 = keep all)")
@@ -76,9 +77,12 @@ def run(args: argparse.Namespace) -> int:
     watchdog = Watchdog(service.is_healthy)
     camera = service.capture_loop.status()
     model = service.classifier.describe()
-    log.info("model %s (%s, sha256 %s...) on %s; camera %s (%s); data %s",
-             model["model"], model["model_version"], model["model_sha256"][:12], model["runtime"],
+    in_force = service.model_in_force()
+    log.info("model %s (%s, sha256 %s..., %s) on %s; camera %s (%s); data %s",
+             model["model"], model["model_version"], model["model_sha256"][:12], in_force.get("source", "packaged"), model["runtime"],
              camera["kind"], camera.get("source"), settings.data_dir)
+    if in_force.get("fallback"):
+        log.warning("model fallback: %s", in_force["fallback"])
     if service.store.recovered["orphan_images"] or service.store.recovered["temp_files"]:
         log.warning("start-up recovery removed %s", service.store.recovered)
     url_host = settings.host if settings.host not in ("0.0.0.0", "::") else "<this-device>"

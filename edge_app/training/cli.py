@@ -5,6 +5,11 @@
 runs every step in order into a new run folder `runs/<timestamp>/` and ships
 `models/student_fp16.tflite` + `.json` + `MODEL_CARD.md`. Each step can also be
 run alone against an existing run folder (`--run-dir`).
+
+    edge-train sign --key KEY.pem --out BUNDLE.zip models/student_fp16.tflite
+
+packs a model, its manifest and model card into a signed bundle for
+`edge-app model install` (no TensorFlow needed).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -39,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sign"]:
+        return sign(argv[1:])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     from . import pipeline
@@ -98,6 +107,27 @@ def _input_size(run) -> None:
     from .input_size import step_input_size
 
     step_input_size(run)
+
+
+def sign(argv: list[str]) -> int:
+    """`edge-train sign`: a signed model bundle (edge_app.bundle); imports no TensorFlow."""
+    ap = argparse.ArgumentParser(prog="edge-train sign", description="Pack MODEL.tflite, its .json manifest and the model card "
+                                 "into one bundle signed with an Ed25519 key (`edge-app model keygen`), for `edge-app model install`.")
+    ap.add_argument("model", metavar="MODEL.tflite", help="the model; its manifest .json beside it")
+    ap.add_argument("--key", required=True, metavar="KEY.pem", help="private signing key")
+    ap.add_argument("--out", required=True, metavar="BUNDLE.zip", help="the bundle to write")
+    ap.add_argument("--card", metavar="FILE", help="model card (default: MODEL_CARD.md beside the model)")
+    args = ap.parse_args(argv)
+    from ..bundle import model_files_for, write_bundle
+
+    try:
+        made = write_bundle(model_files_for(args.model, args.card), args.out, args.key)
+    except (OSError, ValueError) as exc:
+        print(f"edge-train sign: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {made['bundle']} ({made['bytes'] / 1e6:.2f} MB): {made['model']} {made['version']} "
+          f"sha256 {made['sha256'][:12]}..., signed with key {made['key']}")
+    return 0
 
 
 class _Lazy(dict):

@@ -44,7 +44,6 @@ def config_from_settings(settings) -> dict[str, Any]:
 def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from ..camera import make_camera
     from ..camera.loop import CaptureLoop
-    from ..runtime import Classifier
     from ..screening import ScreeningService
     from ..store import ScreeningStore
 
@@ -79,11 +78,17 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
         app.config["DATA_DIR"] = str(default_data_dir())
 
-    classifier = app.config["CLASSIFIER"]
-    if classifier is None:
-        from ..runtime import DEFAULT_MODEL
+    # The model installed with `edge-app model install` (data dir), else the packaged MODEL; see model_store.
+    from ..model_store import ModelStore, ModelWatch
+    from ..runtime import DEFAULT_MODEL
 
-        classifier = Classifier(app.config["MODEL"] or DEFAULT_MODEL, num_threads=app.config["NUM_THREADS"])
+    classifier = app.config["CLASSIFIER"]
+    models = ModelStore(Path(app.config["DATA_DIR"]), app.config["MODEL"] or getattr(classifier, "model_path", DEFAULT_MODEL),
+                        app_version=__version__)
+    if classifier is None:
+        classifier, in_force = models.load_for_serving(num_threads=app.config["NUM_THREADS"])
+    else:
+        in_force = models.packaged_in_force(classifier)
     store = ScreeningStore(
         Path(app.config["DATA_DIR"]),
         retention_days=app.config["RETENTION_DAYS"],
@@ -94,7 +99,8 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     if isinstance(camera, str):
         camera = make_camera(camera)
     loop = CaptureLoop(camera, preview_fps=app.config["PREVIEW_FPS"], backoff_initial_s=app.config["CAMERA_BACKOFF_S"])
-    service = ScreeningService(classifier, store, loop)
+    service = ScreeningService(classifier, store, loop,
+                               model_watch=ModelWatch(models, in_force, num_threads=app.config["NUM_THREADS"]))
     service.start()
     app.extensions[EXTENSION] = service
 

@@ -35,6 +35,7 @@ from flask import (
 from werkzeug.exceptions import HTTPException
 
 from .. import __version__
+from ..bundle import CARD_NAME
 from ..camera import CameraUnavailable
 from ..images import ImageDecodeError
 from ..quality import FLAG_HINTS, FLAG_MESSAGES
@@ -216,10 +217,24 @@ def _stats() -> dict[str, Any]:
         "latency_ms": service.stats.snapshot(),
         "counts": service.store.counts(),
         "camera": service.capture_loop.status(),
-        "model": service.classifier.describe(),
+        "model": _model_json(),
         "health": service.health(),
         "uptime_s": round(time.time() - service.started_at, 1),
         "app_version": __version__,
+    }
+
+
+def _model_json() -> dict[str, Any]:
+    """The model in force: what the classifier says, where it came from (installed / previous /
+    packaged), any fallback, and the URL of its model card."""
+    service = get_service()
+    in_force = service.model_in_force()
+    card = service.classifier.model_path.parent / CARD_NAME
+    return service.classifier.describe() | {
+        "source": in_force.get("source", "packaged"), "signed_by": in_force.get("signed_by"),
+        "installed_at": in_force.get("installed_at"), "fallback": in_force.get("fallback"),
+        "fallback_detail": in_force.get("fallback_detail"),
+        "model_card_url": url_for("main.model_card") if card.is_file() else None,
     }
 
 
@@ -253,8 +268,20 @@ def index():
     corrects = request.args.get("corrects") or None
     if corrects is not None and (not is_record_id(corrects) or not service.store.exists(corrects)):
         corrects = None
-    return render_template("index.html", model=service.classifier.describe(), camera=service.capture_loop.status(),
+    return render_template("index.html", model=_model_json(), camera=service.capture_loop.status(),
                            stages=STAGES, corrects=corrects)
+
+
+@bp.get("/model/card")
+def model_card():
+    """The model card of the model in force, as shipped in its bundle (Markdown shown as text)."""
+    model = _model_json()
+    card = get_service().classifier.model_path.parent / CARD_NAME
+    try:
+        text = card.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        abort(404, description="This model came without a model card.")
+    return render_template("model_card.html", model=model, card=text)
 
 
 @bp.get("/history")

@@ -168,3 +168,71 @@ def test_install_refuses_to_run_without_a_model(shims, pi_root, tmp_path):
     assert proc.returncode != 0
     assert "not found" in proc.stderr and "--model" in proc.stderr
     assert shim_calls(shims) == []
+
+
+def test_install_creates_the_trusted_keys_folder_and_trusts_the_keys_it_is_given(shims, pi_root, tmp_path):
+    from edge_app.bundle import generate_key
+
+    _, public = generate_key(tmp_path / "keys", "clinic-2026")
+    model = REPO / "models" / "student_fp16.tflite"
+    run_script("install.sh", shims, "--root", pi_root, "--no-start", "--model", model, "--trusted-key", public)
+    trusted = pi_root / "etc/edge-app/trusted_keys"
+    assert trusted.is_dir() and trusted.stat().st_mode & 0o777 == 0o755
+    assert (trusted / "clinic-2026.pub").read_bytes() == public.read_bytes()
+    if (model.parent / "MODEL_CARD.md").is_file():
+        assert (pi_root / "opt/edge-app/models/MODEL_CARD.md").read_bytes() == (model.parent / "MODEL_CARD.md").read_bytes()
+
+    install(shims, pi_root)  # an update without --trusted-key keeps the keys already trusted
+    assert (trusted / "clinic-2026.pub").is_file()
+
+
+@pytest.mark.parametrize("bad", ["clinic.pem", "missing.pub"])
+def test_install_refuses_a_trusted_key_that_is_not_a_public_key(shims, pi_root, tmp_path, bad):
+    from edge_app.bundle import generate_key
+
+    private, _ = generate_key(tmp_path, "clinic")
+    key = private if bad.endswith(".pem") else tmp_path / bad
+    proc = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--root", str(pi_root), "--trusted-key", str(key)],
+                          env=shims, check=False, capture_output=True, text=True, timeout=30)
+    assert proc.returncode != 0 and "--trusted-key" in proc.stderr
+    assert not (pi_root / "etc/edge-app").exists()
+
+
+def _print_mirror(tmp_path: Path, files: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    etc = tmp_path / "apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    for name, text in files.items():
+        (etc / name).write_text(text)
+    return subprocess.run(["bash", str(DEPLOY / "prove-arm64.sh"), "--print-mirror"], env={"PATH": "/usr/bin:/bin", "APT_ETC": str(etc)},
+                          check=False, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"sources.list.d/debian.sources": "Types: deb\n# http://old.example/debian\nURIs: http://mirror.example/debian\n"
+                                          "Suites: bookworm bookworm-updates\nComponents: main\n\n"
+                                          "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"},
+        {"sources.list.d/off.sources": "Types: deb\nEnabled: no\nURIs: http://disabled.example/debian\n",
+         "sources.list.d/src.sources": "Types: deb-src\nURIs: http://source-only.example/debian\n",
+         "sources.list": "# deb http://commented.example/debian bookworm main\n"
+                         "deb [arch=amd64 signed-by=/usr/share/keyrings/k.gpg] http://mirror.example/debian bookworm main\n"},
+    ],
+    ids=["deb822", "one-line"],
+)
+def test_prove_arm64_takes_the_debian_mirror_from_this_machines_apt_sources(tmp_path, files):
+    proc = _print_mirror(tmp_path, files)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "http://mirror.example/debian"
+
+
+def test_prove_arm64_without_apt_sources_asks_for_a_mirror(tmp_path):
+    proc = _print_mirror(tmp_path, {})
+    assert proc.returncode != 0 and "MIRROR=" in proc.stderr
+
+
+def test_prove_arm64_writes_no_package_host_and_builds_without_a_preinstalled_wheel_package():
+    script = (DEPLOY / "prove-arm64.sh").read_text()
+    code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
+    assert "://" not in code.replace(":\\/\\/", ""), "a package host is written in the script"
+    assert "--no-build-isolation" not in code, "an isolated build brings setuptools and wheel itself"

@@ -30,6 +30,8 @@ sys.meta_path.insert(0, NotOnThePi())
 entry, *argv = sys.argv[1:]
 if entry == "edge-bench":
     from edge_app.bench import main
+elif entry == "edge-train":
+    from edge_app.training.cli import main
 else:
     from edge_app.cli import main
 sys.exit(main(argv))
@@ -38,7 +40,8 @@ sys.exit(main(argv))
 
 @pytest.mark.parametrize(
     "command",
-    [["edge-app", "serve", "--help"], ["edge-app", "classify", "--help"], ["edge-bench", "--help"]],
+    [["edge-app", "serve", "--help"], ["edge-app", "classify", "--help"], ["edge-bench", "--help"],
+     ["edge-app", "model", "install", "--help"], ["edge-train", "sign", "--help"]],
     ids=" ".join,
 )
 def test_device_commands_start_without_the_training_stack(command):
@@ -51,3 +54,21 @@ def test_device_commands_start_without_the_training_stack(command):
         timeout=60,
     )
     assert proc.returncode == 0, f"`{' '.join(command)}` needs a training-only module on the Pi:\n{proc.stderr[-2000:]}"
+
+
+def test_edge_train_sign_makes_a_verifiable_bundle_without_tensorflow(tmp_path):
+    from edge_app.bundle import generate_key, read_bundle, trusted_keys, verify_signature
+
+    private, public = generate_key(tmp_path / "keys", "release")
+    model = REPO / "models" / "student_fp16.tflite"
+    if not (model.parent / "MODEL_CARD.md").is_file():
+        pytest.skip("no shipped model with a model card")
+    out = tmp_path / "bundle.zip"
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUN_WITHOUT_TRAINING_STACK, "edge-train", "sign", "--key", str(private), "--out", str(out), str(model)],
+        cwd=REPO, check=False, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "signed with key release" in proc.stdout
+    signer = verify_signature(read_bundle(out), trusted_keys(public.parent), public.parent)
+    assert signer is not None and signer.key == "release"

@@ -80,6 +80,16 @@
     }
   }
 
+  // The model in force can change while the page is open (`edge-app model install` / rollback).
+  function setModel(m) {
+    if (!m || !$("model-version")) return;
+    $("model-version").textContent = m.model_version;
+    $("model-sha").textContent = (m.model_sha256 || "").slice(0, 8);
+    $("model-card-link").hidden = !m.model_card_url;
+    $("model-fallback").hidden = !m.fallback;
+    $("model-fallback-text").textContent = m.fallback || "";
+  }
+
   async function refreshStats() {
     try {
       const r = await fetch("/api/stats", { cache: "no-store" });
@@ -87,6 +97,7 @@
       const s = await r.json();
       setCamera(s.camera);
       setRolling(s.latency_ms);
+      setModel(s.model);
       const n = s.counts.total || 0;
       $("count-text").textContent = n + " screening" + (n === 1 ? "" : "s") + " stored";
     } catch (e) { /* the next poll retries */ }
