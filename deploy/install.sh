@@ -24,6 +24,8 @@ CONF_DIR=/etc/edge-app
 TRUSTED_KEYS=$CONF_DIR/trusted_keys
 UNIT_DIR=/etc/systemd/system
 KIOSK_BIN=/usr/local/bin/edge-app-kiosk
+SCHEMA_DIR=/usr/share/glib-2.0/schemas
+OSK_OVERRIDE=90_edge-app-kiosk.gschema.override
 # The OS interpreter: the venv must sit on top of it to see apt's picamera2, libcamera and NumPy.
 SYSTEM_PYTHON=${EDGE_APP_SYSTEM_PYTHON:-/usr/bin/python3}
 
@@ -42,6 +44,7 @@ usage: install.sh [options]
 
   --dry-run          print every action, change nothing
   --kiosk            also install the Chromium kiosk on the touchscreen (labwc / wayfire)
+                     with the squeekboard on-screen keyboard for its text fields
   --kiosk-user USER  desktop user that autologs in (default: \$SUDO_USER, else uid 1000)
   --wheel FILE       install this edge-app wheel instead of the source tree $REPO
   --model FILE       model to ship (default: models/student_fp16.tflite; its .json and
@@ -99,10 +102,11 @@ install_packages() {
     local kiosk=()
     if [ "$KIOSK" = 1 ]; then
         # Raspberry Pi OS ships `chromium` (Trixie, late Bookworm); older images `chromium-browser`.
+        # squeekboard: the on-screen keyboard Raspberry Pi OS uses on labwc and wayfire.
         if [ "$DRY_RUN" = 0 ] && ! apt-cache show chromium >/dev/null 2>&1; then
-            kiosk=(chromium-browser curl)
+            kiosk=(chromium-browser curl squeekboard)
         else
-            kiosk=(chromium curl)
+            kiosk=(chromium curl squeekboard)
         fi
     fi
     if [ "$USE_APT" = 0 ] || [ -n "$ROOT" ]; then
@@ -255,6 +259,16 @@ install_kiosk() {
 
     run install -d -m 0755 "$ROOT$(dirname "$KIOSK_BIN")"
     run install -m 0755 "$HERE/kiosk/edge-app-kiosk" "$ROOT$KIOSK_BIN"
+
+    # On-screen keyboard: squeekboard (apt, above) is started by the launcher from the
+    # autostart below; this default makes it appear whenever a text field has focus.
+    run install -d -m 0755 "$ROOT$SCHEMA_DIR"
+    run install -m 0644 "$HERE/kiosk/$OSK_OVERRIDE" "$ROOT$SCHEMA_DIR/$OSK_OVERRIDE"
+    if [ -z "$ROOT" ] && command -v glib-compile-schemas >/dev/null 2>&1; then
+        run glib-compile-schemas "$SCHEMA_DIR"
+    else
+        say "glib-compile-schemas not run here: the keyboard default applies after it runs on the device"
+    fi
 
     # labwc (Raspberry Pi OS since late 2024): ~/.config/labwc/autostart is a shell script.
     # A user autostart replaces the desktop's one: no panel, no screen-blanking daemon.

@@ -56,6 +56,13 @@ say "kiosk"
 if [ -e "$ROOT$KIOSK_BIN" ]; then
     run rm -f "$ROOT$KIOSK_BIN"
 fi
+OSK_OVERRIDE=/usr/share/glib-2.0/schemas/90_edge-app-kiosk.gschema.override
+if [ -e "$ROOT$OSK_OVERRIDE" ]; then
+    run rm -f "$ROOT$OSK_OVERRIDE"
+    if [ -z "$ROOT" ] && command -v glib-compile-schemas >/dev/null 2>&1; then
+        run glib-compile-schemas "$(dirname "$OSK_OVERRIDE")"
+    fi
+fi
 user=${KIOSK_USER:-$(default_desktop_user)}
 home=
 [ -n "$user" ] && home=$(passwd_field "$user" 6)

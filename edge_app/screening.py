@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +27,12 @@ import cv2
 import numpy as np
 
 from .camera.loop import CaptureLoop
+from .decisions import screening_decision
 from .device_path import DeviceResult, screen_bytes, screen_image
 from .images import ImageDecodeError, encode_jpeg, file_extension, reduce_to
 from .latency import LatencyStats
 from .runtime import Classifier
-from .store import RecordNotFound, ScreeningRecord, ScreeningStore
+from .store import DuplicateRequest, RecordNotFound, ScreeningRecord, ScreeningStore
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class _Job:
     extra_timings: dict[str, float] = field(default_factory=dict)
     queued_at: float = field(default_factory=time.perf_counter)
     future: Future = field(default_factory=Future)
+    request_id: str | None = None  # the client's id for this capture/upload intent
 
 
 class ScreeningService:
@@ -82,6 +85,8 @@ class ScreeningService:
         self._thread: threading.Thread | None = None
         self._heartbeat = time.monotonic()
         self._busy_since: float | None = None
+        self._in_flight: dict[str, Future] = {}
+        self._in_flight_lock = threading.Lock()
         self.started_at = time.time()
 
     # ------------------------------------------------------------------ lifecycle
@@ -101,12 +106,49 @@ class ScreeningService:
 
     # ------------------------------------------------------------------ use cases
 
-    def screen_upload(self, data: bytes, operator: str = "", lesion_ref: str = "", corrects: str | None = None,
-                      max_pixels: int | None = None) -> ScreeningRecord:
-        """Image file bytes -> stored record (the bytes as they came). Raises ImageDecodeError (nothing stored)."""
-        return self._submit(_Job(data, "upload", operator, lesion_ref, corrects, max_pixels=max_pixels))
+    def once(self, request_id: str | None, screen: Callable[[], ScreeningRecord],
+             timeout_s: float = 60.0) -> tuple[ScreeningRecord, bool]:
+        """Run `screen` once per request id: (record, True) the first time, (first record, False) on a repeat.
 
-    def screen_capture(self, operator: str = "", lesion_ref: str = "", corrects: str | None = None) -> ScreeningRecord:
+        A repeat that arrives while the first is still running waits for it (a double
+        tap, a retried POST); one that arrives later, also after a restart, finds the
+        stored record. `screen` must store `request_id` with its record.
+        """
+        if request_id is None:
+            return screen(), True
+        with self._in_flight_lock:
+            first = self._in_flight.get(request_id)
+            if first is None:
+                stored = self.store.get_by_request_id(request_id)
+                if stored is not None:
+                    return stored, False
+                mine: Future = Future()
+                self._in_flight[request_id] = mine
+        if first is not None:
+            return first.result(timeout=timeout_s), False
+        try:
+            record = screen()
+        except DuplicateRequest as exc:  # another process stored it first
+            mine.set_result(exc.record)
+            return exc.record, False
+        except BaseException as exc:
+            mine.set_exception(exc)
+            raise
+        else:
+            mine.set_result(record)
+            return record, True
+        finally:
+            with self._in_flight_lock:
+                self._in_flight.pop(request_id, None)
+
+    def screen_upload(self, data: bytes, operator: str = "", lesion_ref: str = "", corrects: str | None = None,
+                      max_pixels: int | None = None, request_id: str | None = None) -> ScreeningRecord:
+        """Image file bytes -> stored record (the bytes as they came). Raises ImageDecodeError (nothing stored)."""
+        return self._submit(_Job(data, "upload", operator, lesion_ref, corrects, max_pixels=max_pixels,
+                                 request_id=request_id))
+
+    def screen_capture(self, operator: str = "", lesion_ref: str = "", corrects: str | None = None,
+                       request_id: str | None = None) -> ScreeningRecord:
         """Full-quality frame from the live camera -> stored record. Raises CameraUnavailable."""
         start = time.perf_counter()
         frame = self.capture_loop.capture()
@@ -119,7 +161,7 @@ class ScreeningService:
         del frame  # the full-resolution frame is not kept past its encode
         timings = {"capture": capture_ms, "encode": (t1 - t0) * 1000.0, "scale": (time.perf_counter() - t1) * 1000.0}
         return self._submit(_Job(jpeg, self.capture_loop.camera.kind, operator, lesion_ref, corrects, image=image,
-                                 frame_size=(width, height), extra_timings=timings))
+                                 frame_size=(width, height), extra_timings=timings, request_id=request_id))
 
     def _submit(self, job: _Job, timeout_s: float = 60.0) -> ScreeningRecord:
         """Queue one screening on the worker and wait for its own result."""
@@ -152,7 +194,7 @@ class ScreeningService:
             self._busy_since = time.monotonic()
             try:
                 job.future.set_result(self._process(job))
-            except (ImageDecodeError, ValueError) as exc:  # the caller's input: answered, not a fault
+            except (ImageDecodeError, ValueError, DuplicateRequest) as exc:  # the caller's input: answered, not a fault
                 job.future.set_exception(exc)
             except BaseException as exc:
                 log.exception("screening failed")
@@ -190,12 +232,15 @@ class ScreeningService:
         t1 = time.perf_counter()
         thumb = encode_jpeg(_thumbnail(result.image), 80)
         timings |= result.timings_ms
+        # A failed quality gate gives no verdict; the probability is still stored for audit.
+        decision = screening_decision(result.classification.decision, result.quality.flags)
         record = self.store.append(
             job.data, thumb, width=result.width, height=result.height,
             extension="jpg" if job.source != "upload" else file_extension(result.format),
-            classification=result.classification.to_dict() | {"timings_ms": timings},
+            classification=result.classification.to_dict() | {"timings_ms": timings, "decision": decision},
             quality_flags=result.quality.flags, quality_metrics=result.quality.metrics,
             operator=job.operator, lesion_ref=job.lesion_ref, source=job.source, corrects=job.corrects,
+            request_id=job.request_id,
         )
         # Storing happens after the row is written, so its time is reported but not part of the record.
         record.timings_ms["store"] = round((time.perf_counter() - t1) * 1000.0, 3)

@@ -36,11 +36,13 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from .decisions import NO_VERDICT, all_decisions
+
 DB_NAME = "screenings.sqlite3"
 IMAGES = "images"
 AUDIT_LOG = "audit.log"
 BACKUP_MANIFEST = "backup.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: request_id (one record per capture/upload intent)
 MIN_FREE_BYTES = 50 * 1024 * 1024
 RETENTION_EVERY_S = 3600.0  # retention also runs at start
 
@@ -72,7 +74,8 @@ CREATE TABLE IF NOT EXISTS screenings (
     quality_flags          TEXT NOT NULL,
     quality_metrics        TEXT NOT NULL,
     corrects               TEXT,
-    app_version            TEXT NOT NULL
+    app_version            TEXT NOT NULL,
+    request_id             TEXT
 );
 CREATE INDEX IF NOT EXISTS screenings_lesion ON screenings (lesion_ref, seq);
 CREATE INDEX IF NOT EXISTS screenings_corrects ON screenings (corrects);
@@ -80,10 +83,15 @@ CREATE TRIGGER IF NOT EXISTS screenings_append_only BEFORE UPDATE ON screenings
 BEGIN SELECT RAISE(ABORT, 'screening records are append-only: add a correction instead'); END;
 """
 
+# After the migration (the column may be new): a request id names at most one record.
+REQUEST_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS screenings_request ON screenings (request_id) "
+                 "WHERE request_id IS NOT NULL")
+
 CSV_FIELDS = (
     "id", "timestamp", "operator", "lesion_ref", "source", "decision", "malignant_probability", "threshold",
     "probabilities", "quality_flags", "image_path", "image_sha256", "image_width", "image_height",
     "model_version", "model_sha256", "preprocessing_version", "timings_ms", "corrects", "corrected_by", "app_version",
+    "request_id",
 )
 
 
@@ -101,6 +109,14 @@ class StoreBusy(StoreError):
 
 class RecordNotFound(KeyError):
     pass
+
+
+class DuplicateRequest(StoreError):
+    """A record with this request id exists already (`record`); nothing new was stored."""
+
+    def __init__(self, record: ScreeningRecord) -> None:
+        super().__init__(f"request {record.request_id} was stored already as {record.id}")
+        self.record = record
 
 
 def new_record_id() -> str:
@@ -146,6 +162,7 @@ class ScreeningRecord:
     quality_metrics: dict[str, float]
     corrects: str | None = None
     app_version: str = ""
+    request_id: str | None = None  # the client's id for one capture/upload intent
     corrected_by: list[str] = field(default_factory=list)  # derived on read, never stored
 
     def to_dict(self) -> dict[str, Any]:
@@ -213,12 +230,21 @@ class ScreeningStore:
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA secure_delete=ON")  # deleted records are overwritten, not just unlinked
             self._db.executescript(SCHEMA)
+            self._migrate()
+            self._db.execute(REQUEST_INDEX)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise StoreError(f"database {self.db_path} cannot be opened ({exc}); check the disk and permissions") from None
         self.recovered = self.recover()
         self.apply_retention()
         self._retention_at = time.monotonic()
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older version up to `SCHEMA_VERSION` (columns are only added)."""
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(screenings)")}
+        if "request_id" not in columns:
+            self._db.execute("ALTER TABLE screenings ADD COLUMN request_id TEXT")
+            log.info("database %s: added column request_id (schema 2)", self.db_path)
 
     def close(self) -> None:
         with self._lock:
@@ -241,13 +267,19 @@ class ScreeningStore:
         lesion_ref: str = "",
         source: str = "upload",
         corrects: str | None = None,
+        request_id: str | None = None,
     ) -> ScreeningRecord:
         """Store the image file (`image`: the bytes as screened, named `<id>.<extension>`)
-        and its thumbnail atomically, then the row. Returns the record."""
+        and its thumbnail atomically, then the row. Returns the record.
+
+        Raises DuplicateRequest (nothing stored) when `request_id` names a record already.
+        """
         if corrects is not None and not self.exists(corrects):
             raise RecordNotFound(corrects)
         if not (extension.isascii() and extension.isalnum()):
             raise ValueError(f"image file extension {extension!r} is not plain letters and digits")
+        if request_id is not None and (first := self.get_by_request_id(request_id)) is not None:
+            raise DuplicateRequest(first)
         record_id = new_record_id()
         now = datetime.now(UTC)
         rel = Path(IMAGES) / now.strftime("%Y-%m-%d") / f"{record_id}.{extension.lower()}"
@@ -293,6 +325,7 @@ class ScreeningStore:
             quality_metrics=dict(quality_metrics),
             corrects=corrects,
             app_version=self.app_version,
+            request_id=request_id,
         )
         row = record.to_dict()
         row.pop("corrected_by")
@@ -306,6 +339,10 @@ class ScreeningStore:
         except BaseException as exc:
             path.unlink(missing_ok=True)
             thumb_path.unlink(missing_ok=True)
+            if isinstance(exc, sqlite3.IntegrityError) and request_id is not None:
+                first = self.get_by_request_id(request_id)  # another writer stored it in between
+                if first is not None:
+                    raise DuplicateRequest(first) from None
             if isinstance(exc, sqlite3.OperationalError) and ("locked" in str(exc) or "busy" in str(exc)):
                 raise StoreBusy("the record database is locked by another program (a backup or purge?); "
                                 "nothing was stored: try again in a moment") from None
@@ -331,6 +368,11 @@ class ScreeningStore:
                 raise RecordNotFound(record_id)
             by = [r[0] for r in self._db.execute("SELECT id FROM screenings WHERE corrects = ? ORDER BY seq", (record_id,))]
         return ScreeningRecord.from_row(row, by)
+
+    def get_by_request_id(self, request_id: str) -> ScreeningRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT id FROM screenings WHERE request_id = ?", (request_id,)).fetchone()
+        return self.get(row[0]) if row is not None else None
 
     def list(self, limit: int = 50, before: str | None = None, lesion_ref: str | None = None, oldest_first: bool = False) -> list[ScreeningRecord]:
         """Newest first (or oldest first); `before` is a record id (page to older records)."""
@@ -370,8 +412,9 @@ class ScreeningStore:
         with self._lock:
             rows = self._db.execute("SELECT decision, COUNT(*) FROM screenings GROUP BY decision").fetchall()
             flagged = self._db.execute("SELECT COUNT(*) FROM screenings WHERE quality_flags != '[]'").fetchone()[0]
-        out = {f"decision_{d}": n for d, n in rows}
+        out = {f"decision_{d}": 0 for d in all_decisions()} | {f"decision_{d}": n for d, n in rows}
         out["total"] = sum(n for _, n in rows)
+        out["no_verdict"] = sum(n for d, n in rows if d in NO_VERDICT)
         out["quality_flagged"] = flagged
         return out
 

@@ -6,6 +6,11 @@ from a mapping. The mapping may carry ready objects: `CLASSIFIER` (a loaded
 `Classifier`) and `CAMERA` (a spec string or an object satisfying `Camera`).
 The screening service (model, store, capture loop, inference worker) lives in
 `app.extensions["dermaedge"]`; call `shutdown(app)` to stop its threads.
+
+Each concern has its module: `access` (token, sessions, CSRF; blueprint `access`),
+`security` (response headers), `errors` (JSON / page error replies), `api` (the JSON
+API; blueprint `api`), `pages` (the touchscreen pages; blueprint `pages`), `records`
+(a record as API and pages show it), `chart` (SVG chart coordinates).
 """
 
 from __future__ import annotations
@@ -104,10 +109,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     service.start()
     app.extensions[EXTENSION] = service
 
-    from . import views
+    from . import access, api, errors, pages, security
 
-    app.register_blueprint(views.bp)
-    views.install_handlers(app)
+    app.register_blueprint(access.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+    errors.install_handlers(app)
+    security.install_headers(app)
     return app
 
 

@@ -261,3 +261,67 @@ def test_full_queue_is_503_with_a_clear_message(client, app, monkeypatch):
     r = upload(client, lesion_jpeg(1))
     assert r.status_code == 503 and "try again" in r.get_json()["error"]
     assert stored_files(app) == []
+
+
+def test_two_posts_with_the_same_request_id_store_one_record(client, camera):
+    first = client.post("/api/screenings", data={"request_id": "tap-0001-abcd", "lesion_ref": "P-1"})
+    again = client.post("/api/screenings", data={"request_id": "tap-0001-abcd", "lesion_ref": "P-1"})
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.get_json()["id"] == first.get_json()["id"] and camera.captures == 1
+    assert client.get("/api/stats").get_json()["counts"]["total"] == 1
+    other = upload(client, lesion_jpeg(3), request_id="tap-0002-abcd")
+    assert other.status_code == 201 and other.get_json()["request_id"] == "tap-0002-abcd"
+    found = client.get("/api/screenings?request_id=tap-0002-abcd").get_json()["screenings"]
+    assert [r["id"] for r in found] == [other.get_json()["id"]]
+    assert client.get("/api/screenings?request_id=never-sent").get_json()["screenings"] == []
+
+
+def test_concurrent_posts_with_one_request_id_wait_for_the_first_and_store_one(client, app):
+    results = []
+    data = lesion_jpeg(4)
+
+    def post():
+        c = app.test_client()
+        results.append(upload(c, data, request_id="double-tap-0001"))
+
+    threads = [threading.Thread(target=post) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(r.status_code for r in results) == [200, 200, 200, 201]
+    assert len({r.get_json()["id"] for r in results}) == 1
+    assert len(stored_files(app)) == 2  # one image + its thumbnail
+
+
+def test_request_id_is_remembered_across_a_restart(make_app, camera, tmp_path):
+    app = make_app(CAMERA="none")
+    first = upload(app.test_client(), lesion_jpeg(1), request_id="before-restart-1")
+    from edge_app.web import shutdown
+
+    shutdown(app)
+    again = upload(make_app(CAMERA="none").test_client(), lesion_jpeg(2), request_id="before-restart-1")
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.get_json()["id"] == first.get_json()["id"]
+
+
+def test_a_bad_request_id_is_refused_and_nothing_is_stored(client, app):
+    for bad in ("short", "x" * 65, "has space in it", "semi;colon-1234"):
+        r = upload(client, lesion_jpeg(1), request_id=bad)
+        assert r.status_code == 400 and "request_id" in r.get_json()["error"], bad
+    assert stored_files(app) == []
+
+
+def test_an_upload_that_fails_the_quality_gate_is_inconclusive_in_api_csv_and_counts(client):
+    dark = upload(client, encode_jpeg(lesion_image(2, brightness=0.15)))
+    assert dark.status_code == 201
+    rec = dark.get_json()
+    assert rec["decision"] == "inconclusive" and rec["verdict"] is False and rec["please_retake"]
+    assert 0.0 <= rec["malignant_probability"] <= 1.0 and rec["probabilities"]  # kept for audit
+    good = upload(client, lesion_jpeg(5)).get_json()
+    assert good["decision"] in ("benign", "malignant") and good["verdict"] is True
+    rows = list(csv.DictReader(io.StringIO(client.get("/export.csv").data.decode())))
+    assert [r["decision"] for r in rows] == ["inconclusive", good["decision"]]
+    counts = client.get("/api/stats").get_json()["counts"]
+    assert counts["decision_inconclusive"] == 1 and counts["no_verdict"] == 1 and counts["total"] == 2
+    assert counts["decision_benign"] + counts["decision_malignant"] == 1

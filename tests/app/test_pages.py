@@ -21,7 +21,7 @@ def test_main_screen_has_capture_upload_fields_result_latency_and_versions(clien
     r = client.get("/")
     html = r.data.decode()
     assert r.status_code == 200
-    for needle in ('id="capture"', 'id="upload"', 'id="operator"', 'id="lesion_ref"', 'id="latency"',
+    for needle in ('id="capture"', 'id="upload"', 'id="operator"', 'id="lesion_ref"', 'id="latency-line"', 'id="shot"',
                    "Screening aid, not a diagnosis", "preprocessing v", "Camera: fake"):
         assert needle in html, needle
     assert "<script>" not in html and "onclick" not in html and 'style="' not in html  # CSP without 'unsafe-inline'
@@ -123,5 +123,37 @@ def test_retake_as_correction_from_the_detail_page(client):
     old = upload(client, 1, lesion_ref="P-5").get_json()
     assert f"/?corrects={old['id']}" in client.get(f"/screenings/{old['id']}").data.decode()
     html = client.get(f"/?corrects={old['id']}").data.decode()
-    assert f'data-corrects="{old["id"]}"' in html and "Correcting screening" in html
+    assert f'data-corrects="{old["id"]}"' in html and "Correcting" in html
     assert 'data-corrects=""' in client.get("/?corrects=01ARZ3NDEKTSV4RRFFQ69G5FAV").data.decode()
+
+
+def test_performance_page_shows_this_screening_rolling_percentiles_and_a_latency_plot(client):
+    ids = [upload(client, i).get_json()["id"] for i in range(3)]
+    html = client.get("/performance").data.decode()
+    assert 'id="latency"' in html and "p90" in html and "p99" in html
+    assert 'class="latency-chart"' in html and "last 3 of up to" in html
+    row = re.search(r'<tr data-stage="inference".*?</tr>', html, re.DOTALL).group(0)
+    assert "–" not in row  # this screening, p50, p90, p99 all filled
+    assert client.get(f"/performance?id={ids[0]}").status_code == 200
+    assert client.get("/performance?id=nope").status_code == 404
+
+
+def test_recent_lesion_references_can_be_picked_on_the_screen(client):
+    upload(client, 1, lesion_ref="P-77 back")
+    html = client.get("/").data.decode()
+    assert 'data-ref="P-77 back"' in html
+
+
+def test_inconclusive_screenings_read_as_no_result_everywhere(client):
+    from edge_app.images import encode_jpeg
+    from tests.app.conftest import lesion_image
+
+    dark = client.post("/api/screenings", data={"image": (io.BytesIO(encode_jpeg(lesion_image(2, brightness=0.15))), "d.jpg"),
+                                                "lesion_ref": "P-D"}, content_type="multipart/form-data").get_json()
+    assert dark["decision"] == "inconclusive"
+    upload(client, 1, lesion_ref="P-D")
+    for url in ("/history", "/lesions/P-D", f"/screenings/{dark['id']}"):
+        html = client.get(url).data.decode()
+        assert "No result: retake" in html, url
+    detail = client.get(f"/screenings/{dark['id']}").data.decode()
+    assert "Low suspicion" not in detail and "Suspicious" not in detail and "badge-none" in detail

@@ -155,3 +155,28 @@ def test_unwritable_data_dir_is_a_clear_error(tmp_path):
 
 def test_is_writable_reports_ok(tmp_path):
     assert ScreeningStore(Path(tmp_path)).is_writable() == (True, "ok")
+
+
+def test_request_id_stores_once_and_an_old_database_is_migrated(tmp_path):
+    from edge_app.store import DuplicateRequest
+
+    old = tmp_path / "old"
+    old.mkdir()
+    db = sqlite3.connect(old / "screenings.sqlite3")  # a schema-1 database: no request_id column
+    db.executescript(__import__("edge_app.store", fromlist=["SCHEMA"]).SCHEMA.replace(",\n    request_id             TEXT", ""))
+    db.close()
+    assert "request_id" not in {r[1] for r in sqlite3.connect(old / "screenings.sqlite3").execute("PRAGMA table_info(screenings)")}
+    store = ScreeningStore(old)
+    first = append(store, request_id="intent-0001")
+    with pytest.raises(DuplicateRequest) as err:
+        append(store, request_id="intent-0001")
+    assert err.value.record.id == first.id
+    assert store.counts()["total"] == 1 and len([p for p in (old / "images").rglob("*") if p.is_file()]) == 2
+    append(store)
+    append(store)  # no request id: any number
+    assert store.get_by_request_id("intent-0001") == first and store.counts()["total"] == 3
+    with pytest.raises(sqlite3.IntegrityError):  # the database itself refuses a second row
+        store._db.execute("INSERT INTO screenings SELECT NULL, 'X' || id, timestamp, operator, lesion_ref, source, image_path, "
+                          "image_sha256, image_width, image_height, image_bytes, probabilities, malignant_probability, decision, "
+                          "threshold, model_sha256, model_version, preprocessing_version, timings_ms, quality_flags, "
+                          "quality_metrics, corrects, app_version, request_id FROM screenings WHERE id = ?", (first.id,))

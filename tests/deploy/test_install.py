@@ -65,7 +65,7 @@ def test_dry_run_prints_the_whole_plan_and_runs_nothing(shims):
     for expected in [
         "apt-get install -y --no-install-recommends python3-picamera2",
         "apt-get install -y python3-venv python3-numpy",
-        "apt-get install -y chromium curl",
+        "apt-get install -y chromium curl squeekboard",
         "useradd --system --user-group --home-dir /var/lib/edge-app",
         "venv --system-site-packages /opt/edge-app/venv",
         f"write /opt/edge-app/constraints.txt: numpy=={OS_NUMPY}",
@@ -111,6 +111,8 @@ def test_install_into_a_throwaway_root_lays_out_the_appliance(shims, pi_root):
     assert "/usr/local/bin/edge-app-kiosk &" in (pi_root / "home/pi/.config/labwc/autostart").read_text().splitlines()
     wayfire = (pi_root / "home/pi/.config/wayfire.ini").read_text()
     assert "edge_app_kiosk = /usr/local/bin/edge-app-kiosk" in wayfire and "screensaver_timeout = -1" in wayfire
+    osk = (pi_root / "usr/share/glib-2.0/schemas/90_edge-app-kiosk.gschema.override").read_text()
+    assert "[org.gnome.desktop.a11y.applications]" in osk and "screen-keyboard-enabled=true" in osk
 
 
 def test_second_install_keeps_user_venv_and_an_edited_config(shims, pi_root):
@@ -141,6 +143,7 @@ def test_uninstall_keeps_records_and_config_unless_purged(shims, pi_root):
     assert not (pi_root / "opt/edge-app").exists()
     assert not (pi_root / "etc/systemd/system/edge-app.service").exists()
     assert not (pi_root / "usr/local/bin/edge-app-kiosk").exists()
+    assert not (pi_root / "usr/share/glib-2.0/schemas/90_edge-app-kiosk.gschema.override").exists()
     assert "edge-app-kiosk" not in (pi_root / "home/pi/.config/labwc/autostart").read_text()
     assert f"systemctl --root={pi_root} disable edge-app.service" in shim_calls(shims)
 

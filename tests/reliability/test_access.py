@@ -17,7 +17,7 @@ from tests.reliability.helpers import lesion_jpeg, snapshot, upload
 
 TOKEN = "clinic-lan-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-OPEN = {"main.healthz", "main.login", "static"}
+OPEN = {"api.healthz", "access.login", "static"}
 TEMPLATES = Path(__file__).resolve().parents[2] / "edge_app" / "web" / "templates"
 
 
@@ -117,7 +117,7 @@ def test_the_token_is_compared_in_constant_time(lan_app, monkeypatch):
     calls.clear()
     assert client.post("/login", data={"token": "guess"}).status_code == 401
     assert (b"guess", TOKEN.encode()) in calls
-    source = (Path(__file__).resolve().parents[2] / "edge_app" / "web" / "views.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "edge_app" / "web" / "access.py").read_text()
     assert not re.search(r"==\s*_token\(\)|_token\(\)\s*==", source)  # no plain comparison anywhere
 
 
@@ -126,7 +126,7 @@ def test_every_state_changing_route_refuses_a_browser_without_the_csrf_token(lan
     client = app.test_client()
     assert client.post("/login", data={"token": TOKEN}).status_code == 302  # a signed-in browser session
     before = snapshot(app)
-    posts = [(m, u) for m, u, e in _urls(app, rec["id"]) if m not in ("GET",) and e != "main.login"]
+    posts = [(m, u) for m, u, e in _urls(app, rec["id"]) if m not in ("GET",) and e != "access.login"]
     assert posts
     for method, url in posts:
         for headers in ({}, {"X-CSRF-Token": "forged"}, {"Origin": "http://evil.example"}):

@@ -1,46 +1,105 @@
 // DermaEdge touch UI. Plain JS, no dependencies, no inline scripts (the CSP forbids them).
+//
+// The Screen page is a small state machine (data-state on #screen):
+//   ready  -> live preview, Capture enabled
+//   busy   -> the image being analysed is frozen on the left, the old result is cleared,
+//             Capture disabled, a second upload is refused with a message
+//   result -> the stored record's own image beside its result, until "New screening"
+//             (or Retake, or an upload) starts the next one; only then the preview returns.
+// Every capture/upload carries a request_id made here, so a repeated POST (double tap,
+// retry) gets the first record back. The id of the *next* screening is made and saved in
+// sessionStorage as soon as the screen is ready (long before the tap, so the browser has
+// written it even if the page reloads a moment after the tap); on load the page asks the
+// server for that id and shows the result it had not shown yet. Back from Details finds
+// the shown result the same way.
 "use strict";
 
 (function () {
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
   const screen = document.getElementById("screen");
-  if (!screen) return; // history / follow-up pages need no script
+  if (!screen) return; // the other pages need no script
 
   const $ = (id) => document.getElementById(id);
+  const ui = JSON.parse(screen.dataset.ui);
+  const noVerdict = new Set(ui.noVerdict);
   const previewImg = $("preview");
+  const shotImg = $("shot");
   const previewEmpty = $("preview-empty");
-  const previewBox = $("preview-box");
+  const shotBox = $("shot-box");
   const captureBtn = $("capture");
+  const nextBtn = $("next");
   const uploadInput = $("upload");
   const operator = $("operator");
   const lesionRef = $("lesion_ref");
   const result = $("result");
-  let busy = false;
+  const KEY = { next: "dermaedge.next_request", pending: "dermaedge.pending", shown: "dermaedge.shown", lesion: "dermaedge.lesion_ref" };
+  const TAP_GUARD_MS = 800; // taps this soon after a capture tap or a result belong to that screening
   let previewUrl = null;
+  let uploadUrl = null;
   let cameraState = screen.dataset.camera;
+  let guardUntil = 0;
 
-  // The operator name survives reloads on this device (it is not patient data).
+  const state = () => screen.dataset.state;
+  const fmtMs = (ms) => ms.toFixed(1) + " ms"; // the Performance page and the detail page show one decimal too
+  const store = {
+    get: (k) => { try { return JSON.parse(sessionStorage.getItem(k)); } catch (e) { return null; } },
+    set: (k, v) => sessionStorage.setItem(k, JSON.stringify(v)),
+    del: (k) => sessionStorage.removeItem(k),
+  };
+  const newRequestId = () => (crypto.randomUUID ? crypto.randomUUID()
+    : Date.now().toString(36) + "-" + Math.random().toString(36).slice(2, 12));
+  function nextRequestId() {
+    let id = store.get(KEY.next);
+    if (!id) { id = newRequestId(); store.set(KEY.next, id); }
+    return id;
+  }
+
+  // The operator survives reloads on this device (not patient data); the lesion reference only this tab.
   operator.value = localStorage.getItem("dermaedge.operator") || "";
   operator.addEventListener("change", () => localStorage.setItem("dermaedge.operator", operator.value.trim()));
+  lesionRef.value = store.get(KEY.lesion) || "";
+  lesionRef.addEventListener("input", () => store.set(KEY.lesion, lesionRef.value));
+  for (const chip of document.querySelectorAll(".chip-pick")) {
+    chip.addEventListener("click", () => { lesionRef.value = chip.dataset.ref; store.set(KEY.lesion, lesionRef.value); });
+  }
 
-  const fmt = (ms) => (ms === undefined || ms === null ? "–" : ms < 10 ? ms.toFixed(1) : Math.round(ms).toString());
-  const pct = (p) => (p * 100).toFixed(p >= 0.995 || p < 0.005 ? 0 : 1) + "%";
+  function notice(text) {
+    const n = $("notice");
+    n.textContent = text || "";
+    n.hidden = !text;
+  }
 
-  // ------------------------------------------------------------- live preview (polled JPEG)
+  // ------------------------------------------------------------- left panel: preview or the analysed image
+  function showPreview() {
+    shotImg.hidden = true;
+    $("shot-caption").hidden = true;
+    previewImg.hidden = !previewUrl;
+    previewEmpty.hidden = !!previewUrl;
+  }
+
+  function showShot(src, caption) {
+    shotImg.src = src;
+    shotImg.hidden = false;
+    previewImg.hidden = true;
+    previewEmpty.hidden = true;
+    $("shot-caption").textContent = caption;
+    $("shot-caption").hidden = !caption;
+  }
+
   let previewInFlight = false;
   async function pollPreview() {
-    if (document.hidden || cameraState === "none" || previewInFlight) return;
+    if (document.hidden || cameraState === "none" || previewInFlight || state() !== "ready") return;
     previewInFlight = true;
     try {
       const r = await fetch("/preview.jpg", { cache: "no-store" });
+      if (state() !== "ready") return; // a capture started meanwhile: keep the frozen frame
       if (r.ok) {
-        const blob = await r.blob();
-        const url = URL.createObjectURL(blob);
+        const url = URL.createObjectURL(await r.blob());
+        if (state() !== "ready") { URL.revokeObjectURL(url); return; }
         previewImg.src = url;
-        previewImg.hidden = false;
-        previewEmpty.hidden = true;
         if (previewUrl) URL.revokeObjectURL(previewUrl);
         previewUrl = url;
+        showPreview();
       } else {
         const body = await r.json().catch(() => ({}));
         previewImg.hidden = true;
@@ -55,7 +114,7 @@
     }
   }
 
-  // ------------------------------------------------------------- stats + camera status
+  // ------------------------------------------------------------- camera status + count
   function setCamera(cam) {
     cameraState = cam.state;
     const pill = $("camera-status");
@@ -66,18 +125,7 @@
     else text = "No camera · upload only";
     $("camera-text").textContent = text;
     pill.title = cam.error || cam.source || "";
-    captureBtn.disabled = busy || cam.state !== "live";
-    if (cam.state === "none") {
-      previewImg.hidden = true;
-      previewEmpty.hidden = false;
-    }
-  }
-
-  function setRolling(latency) {
-    for (const row of document.querySelectorAll("#latency tbody tr")) {
-      const s = latency[row.dataset.stage];
-      for (const k of ["p50", "p90", "p99"]) row.querySelector("." + k).textContent = s && s.count ? fmt(s[k]) : "–";
-    }
+    updateButtons();
   }
 
   // The model in force can change while the page is open (`edge-app model install` / rollback).
@@ -96,78 +144,120 @@
       if (!r.ok) return;
       const s = await r.json();
       setCamera(s.camera);
-      setRolling(s.latency_ms);
       setModel(s.model);
       const n = s.counts.total || 0;
-      $("count-text").textContent = n + " screening" + (n === 1 ? "" : "s") + " stored";
+      $("count-text").textContent = n + " stored";
     } catch (e) { /* the next poll retries */ }
   }
 
-  // ------------------------------------------------------------- result card
-  function showBusy(label) {
-    busy = true;
-    document.body.classList.add("is-busy");
-    captureBtn.disabled = true;
-    result.dataset.state = "busy";
-    $("decision-icon").textContent = "";
-    $("decision").textContent = label;
-    $("decision-sub").textContent = "Preprocessing and classifying on this device.";
-    $("retake").hidden = true;
+  // ------------------------------------------------------------- states
+  function updateButtons() {
+    const st = state();
+    captureBtn.hidden = st === "result";
+    nextBtn.hidden = st !== "result";
+    captureBtn.disabled = st !== "ready" || cameraState !== "live";
+    $("capture-text").textContent = st === "busy" ? "Analysing…" : "Capture";
+    $("upload-label").classList.toggle("is-disabled", st === "busy");
   }
 
-  function done() {
-    busy = false;
-    document.body.classList.remove("is-busy");
-    captureBtn.disabled = cameraState !== "live";
+  function setState(st) {
+    screen.dataset.state = st;
+    document.body.classList.toggle("is-busy", st === "busy");
+    updateButtons();
+  }
+
+  function clearResult(stateName, title, sub) {
+    result.dataset.state = stateName;
+    $("decision-icon").textContent = "";
+    $("decision").textContent = title;
+    $("decision-sub").textContent = sub;
+    $("prob").hidden = true;
+    $("retake").hidden = true;
+    $("result-links").hidden = true;
+    $("latency-line").hidden = true;
+  }
+
+  function ready() {
+    store.del(KEY.shown);
+    setState("ready");
+    if (previewUrl) { URL.revokeObjectURL(previewUrl); previewUrl = null; } // never show a frame from before the last screening
+    if (cameraState !== "none") previewEmpty.textContent = "Starting live preview…";
+    const upload = cameraState === "none";
+    clearResult("empty", "Ready to screen", upload ? "Tap Upload to screen a photo of the lesion."
+      : "Centre the lesion in the preview, then tap Capture.");
+    showPreview();
+    pollPreview();
+  }
+
+  function busy(label) {
+    notice("");
+    setState("busy");
+    clearResult("busy", label, "Checking quality, preprocessing and classifying on this device.");
   }
 
   function showError(message) {
-    result.dataset.state = "error";
+    setState("ready");
+    clearResult("error", "Could not screen", message);
     $("decision-icon").textContent = "!";
-    $("decision").textContent = "Could not screen";
-    $("decision-sub").textContent = message;
-    $("bar-fill").style.width = "0";
-    $("prob-text").textContent = "Malignant probability —";
-    $("result-detail").hidden = true;
-    $("result-follow").hidden = true;
+    showPreview();
   }
 
   function showRecord(rec) {
+    setState("result");
+    guardUntil = performance.now() + TAP_GUARD_MS;
+    store.set(KEY.shown, rec.id);
+    if (rec.request_id && rec.request_id === store.get(KEY.next)) store.set(KEY.next, newRequestId()); // used up
+    const verdict = !noVerdict.has(rec.decision);
     const malignant = rec.decision === "malignant";
-    result.dataset.state = malignant ? "malignant" : "benign";
-    $("decision-icon").textContent = malignant ? "!" : "✓";
-    $("decision").textContent = malignant ? "Suspicious: refer" : "Low suspicion";
-    const when = new Date(rec.timestamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
-    $("decision-sub").textContent = (malignant
-      ? "Classified malignant (≥ threshold)"
-      : "Classified benign (below threshold)") + " · " + when;
-    $("bar-fill").style.width = Math.max(1, rec.malignant_probability * 100).toFixed(1) + "%";
-    $("bar-threshold").style.left = (rec.threshold * 100).toFixed(1) + "%";
-    $("prob-text").textContent = "Malignant probability " + pct(rec.malignant_probability);
-    $("threshold-text").textContent = "threshold " + pct(rec.threshold);
-    const retake = $("retake");
-    retake.hidden = !rec.please_retake;
-    $("retake-text").textContent = (rec.quality.hints || []).join("; ") + ".";
-    retake.title = (rec.quality.messages || []).join(" ");
-    $("result-detail").hidden = false;
-    $("result-detail").href = "/screenings/" + encodeURIComponent(rec.id);
-    const follow = $("result-follow");
-    follow.hidden = !rec.follow_up_url;
-    if (rec.follow_up_url) follow.href = rec.follow_up_url;
-    for (const row of document.querySelectorAll("#latency tbody tr")) {
-      row.querySelector(".this").textContent = fmt(rec.timings_ms[row.dataset.stage]);
+    result.dataset.state = verdict ? rec.decision : "none";
+    $("decision-icon").textContent = !verdict ? "?" : malignant ? "!" : "✓";
+    $("decision").textContent = ui.labels[rec.decision] || rec.decision;
+    showShot(rec.image_url, "Analysed image · " + rec.time_local.slice(11) + (rec.lesion_ref ? " · " + rec.lesion_ref : ""));
+    if (verdict) {
+      $("decision-sub").textContent = (malignant ? "At or above the threshold" : "Below the threshold") + " · " + rec.time_local.slice(11);
+      $("bar-fill").style.width = Math.max(1, rec.malignant_probability * 100).toFixed(1) + "%";
+      $("bar-threshold").style.left = (rec.threshold * 100).toFixed(1) + "%";
+      $("prob-text").textContent = "Malignant probability " + rec.probability_text;
+      $("threshold-text").textContent = "threshold " + rec.threshold_text;
+      $("prob").hidden = false;
+      $("retake").hidden = true;
+    } else {
+      $("decision-sub").textContent = "Quality check failed: no call was made.";
+      $("prob").hidden = true;
+      const list = $("retake-list");
+      list.replaceChildren(...(rec.quality.messages || []).map((m) => {
+        const li = document.createElement("li");
+        li.textContent = m;
+        return li;
+      }));
+      $("retake").hidden = false;
     }
+    $("result-links").hidden = false;
+    $("result-detail").href = rec.detail_url;
+    $("result-follow").hidden = !rec.follow_up_url;
+    if (rec.follow_up_url) $("result-follow").href = rec.follow_up_url;
+    $("result-perf").href = "/performance?id=" + encodeURIComponent(rec.id);
+    const t = rec.timings_ms || {};
+    let line = "Analysed in " + fmtMs(t.total || 0);
+    if (t.end_to_end !== undefined) line += " · tap → result " + fmtMs(t.end_to_end);
+    $("latency-line").textContent = line;
+    $("latency-line").hidden = false;
   }
 
+  // ------------------------------------------------------------- one request per intent
   async function submit(form, label) {
-    if (busy) return;
-    showBusy(label);
+    if (state() === "busy") return;
+    const requestId = nextRequestId();
+    busy(label);
+    form.append("request_id", requestId);
     form.append("operator", operator.value.trim());
     form.append("lesion_ref", lesionRef.value.trim());
     if (screen.dataset.corrects) form.append("corrects", screen.dataset.corrects);
+    store.set(KEY.pending, requestId);
     try {
       const r = await fetch("/api/screenings", { method: "POST", body: form, headers: { "X-CSRF-Token": csrf } });
       const body = await r.json().catch(() => ({ error: "unexpected reply from the device (" + r.status + ")" }));
+      store.del(KEY.pending);
       if (r.status === 403 && /CSRF/.test(body.error || "")) {
         showError("Session expired: reloading the page…");
         setTimeout(() => location.reload(), 1200);
@@ -182,32 +272,92 @@
         }
       }
     } catch (e) {
-      showError("Lost contact with the device app. Check that it is running.");
+      showError("Lost contact with the device app. Check that it is running, then try again.");
     } finally {
-      done();
+      if (uploadUrl) { URL.revokeObjectURL(uploadUrl); uploadUrl = null; }
       refreshStats();
     }
   }
 
   captureBtn.addEventListener("click", () => {
-    previewBox.classList.remove("is-flash");
-    void previewBox.offsetWidth; // restart the flash animation
-    previewBox.classList.add("is-flash");
+    if (state() !== "ready" || performance.now() < guardUntil) return;
+    guardUntil = performance.now() + TAP_GUARD_MS;
+    shotBox.classList.remove("is-flash");
+    void shotBox.offsetWidth; // restart the flash animation
+    shotBox.classList.add("is-flash");
     submit(new FormData(), "Analysing…");
+  });
+
+  function startNext() {
+    if (state() !== "result" || performance.now() < guardUntil) return;
+    ready();
+  }
+  nextBtn.addEventListener("click", startNext);
+  $("retake-btn").addEventListener("click", () => {
+    if (cameraState === "none") { if (performance.now() >= guardUntil) uploadInput.click(); return; }
+    startNext();
   });
 
   uploadInput.addEventListener("change", () => {
     const file = uploadInput.files[0];
+    uploadInput.value = "";
     if (!file) return;
+    if (state() === "busy") {
+      notice("“" + file.name + "” was not screened: one screening at a time. Upload it again when this result shows.");
+      return;
+    }
     const form = new FormData();
     form.append("image", file, file.name);
-    uploadInput.value = "";
+    uploadUrl = URL.createObjectURL(file);
+    showShot(uploadUrl, "Analysing " + file.name);
     submit(form, "Analysing upload…");
   });
 
+  // ------------------------------------------------------------- coming back (reload, Back from Details)
+  async function findByRequest(requestId, waitMs) {
+    const until = performance.now() + waitMs;
+    while (true) {
+      try {
+        const r = await fetch("/api/screenings?request_id=" + encodeURIComponent(requestId), { cache: "no-store" });
+        if (r.ok) {
+          const found = (await r.json()).screenings[0];
+          if (found) return found;
+        }
+      } catch (e) { /* retry */ }
+      if (performance.now() > until) return null;
+      await new Promise((res) => setTimeout(res, 300));
+    }
+  }
+
+  async function restore() {
+    const pending = store.get(KEY.pending);
+    if (pending) {
+      busy("Finishing the last screening…");
+      const rec = await findByRequest(pending, 15000);
+      store.del(KEY.pending);
+      if (rec) { showRecord(rec); return; }
+      showError("The last capture was interrupted and not saved. Capture again.");
+      return;
+    }
+    const next = store.get(KEY.next);
+    if (next) {
+      const rec = await findByRequest(next, 0); // a tap whose answer the page never saw
+      if (rec) { showRecord(rec); return; }
+    }
+    const shown = store.get(KEY.shown);
+    if (shown && !screen.dataset.corrects) {
+      try {
+        const r = await fetch("/api/screenings/" + encodeURIComponent(shown), { cache: "no-store" });
+        if (r.ok) { showRecord(await r.json()); guardUntil = 0; return; }
+      } catch (e) { /* fall through */ }
+    }
+    ready();
+    nextRequestId();
+  }
+
   $("bar-threshold").style.left = (parseFloat(screen.dataset.threshold) * 100).toFixed(1) + "%";
   refreshStats();
-  pollPreview();
+  restore();
   setInterval(pollPreview, 500);
   setInterval(refreshStats, 5000);
   document.addEventListener("visibilitychange", () => { if (!document.hidden) { pollPreview(); refreshStats(); } });
