@@ -79,6 +79,7 @@ done
 
 resolve_root_or_die install.sh
 MODEL_JSON=${MODEL%.tflite}.json
+MODEL_AUX=${MODEL%.tflite}.aux.npz
 if [ ! -f "$MODEL" ] || [ ! -f "$MODEL_JSON" ]; then
     msg="model $MODEL (and its manifest $MODEL_JSON) not found: train/export it or pass --model FILE"
     if [ "$DRY_RUN" = 1 ]; then warn "$msg"; else die "$msg"; fi
@@ -205,6 +206,13 @@ install_files() {
     # The card is shown by the app (Model card link); a model without one ships without it.
     if [ -f "$(dirname "$MODEL")/MODEL_CARD.md" ]; then
         run install -m 0644 "$(dirname "$MODEL")/MODEL_CARD.md" "$ROOT$MODEL_DIR/MODEL_CARD.md"
+    fi
+    # The sidecar (scope check + heatmap head), when the model was exported with one; the manifest
+    # names its sha256 and the app refuses the model without it.
+    if [ -f "$MODEL_AUX" ]; then
+        run install -m 0644 "$MODEL_AUX" "$ROOT$MODEL_DIR/student_fp16.aux.npz"
+    else
+        run rm -f "$ROOT$MODEL_DIR/student_fp16.aux.npz"
     fi
 
     # Ownership only on the real system (under --root the user lives in another passwd;

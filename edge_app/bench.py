@@ -155,6 +155,19 @@ def timed_runs(run: Callable[[], DeviceResult], warmup: int, runs: int | None,
     return first_ms, samples, result.probability
 
 
+def with_heatmap(result: DeviceResult) -> DeviceResult:
+    """Stage `explain`: the heatmap's whole extra cost, i.e. the class activation map and the analysed square
+    (inside classify, so also in `total`) plus rendering the PNG the app serves (on request, outside `total`)."""
+    from .explain import overlay_png
+
+    c = result.classification
+    if c.explain is not None:
+        t0 = time.perf_counter()
+        overlay_png(c.explain["cam"])
+        c.timings_ms["explain"] = round(c.timings_ms.get("explain", 0.0) + (time.perf_counter() - t0) * 1000.0, 3)
+    return result
+
+
 def stage_stats(samples: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     from .latency import LatencyStats
 
@@ -295,10 +308,10 @@ def main(argv: list[str] | None = None) -> int:
             for n, clf in classifiers.items():
                 if source == "file":
                     def run(clf=clf, data=item.data):
-                        return screen_bytes(clf, data)
+                        return with_heatmap(screen_bytes(clf, data, explain=clf.has_scope))
                 else:
                     def run(clf=clf, frame=frame):
-                        return screen_image(clf, frame)
+                        return with_heatmap(screen_image(clf, frame, explain=clf.has_scope))
                 try:
                     first, samples, probability = timed_runs(run, args.warmup, runs, args.seconds)
                 except (ImageDecodeError, ValueError) as exc:
@@ -352,6 +365,16 @@ def _compare(args: argparse.Namespace, results: list[Result], clf, classifiers: 
                       "keras_model": note}
 
 
+def explain_share(samples: list[dict[str, float]]) -> dict[str, float]:
+    """The heatmap's p50 as a share of the screening's p50 total (target < 10%); empty without a heatmap head."""
+    import statistics
+
+    if not samples or "explain" not in samples[0]:
+        return {}
+    return {"explain_share_of_total": round(statistics.median(s["explain"] for s in samples)
+                                            / statistics.median(s["total"] for s in samples), 4)}
+
+
 def _report(model_path: Path, clf, threads: list[int], init_ms: dict[int, float], results: list[Result],
             device_rss: dict[str, float], errors: list[str]) -> dict[str, Any]:
     common = {"runtime": clf.runtime_name, "model_sha256": clf.sha256}
@@ -368,7 +391,8 @@ def _report(model_path: Path, clf, threads: list[int], init_ms: dict[int, float]
         "results": [
             {"input": r.input.name, "frame": r.input.frame, "source": r.source, "threads": r.threads, **common,
              "init_ms": round(init_ms[r.threads], 3), "first_inference_ms": round(r.first_ms, 3),
-             "probability": r.probability, "peak_rss_mb": r.peak_rss_mb, "stages": stage_stats(r.samples), **({"compare": r.compare} if r.compare else {})}
+             "probability": r.probability, "peak_rss_mb": r.peak_rss_mb, "stages": stage_stats(r.samples),
+             **explain_share(r.samples), **({"compare": r.compare} if r.compare else {})}
             for r in results
         ],
         "errors": errors,
@@ -390,6 +414,8 @@ def _human(r: dict) -> str:
                    + f"   (ms, {stages['total']['count']} warm runs)")
         for stage, s in stages.items():
             out.append(f"  {stage:<12}" + "".join(f"{s[k]:>9.2f}" for k in ("mean", "std", "min", "p50", "p90", "p99", "max")))
+        if "explain_share_of_total" in res:
+            out.append(f"  heatmap (explain) p50 = {res['explain_share_of_total']:.1%} of the total p50 (target < 10%)")
         c = res.get("compare")
         if c:
             out.append(f"  naive order (full resolution, resize last): p50 {c['naive_total_p50']:.1f} ms = "

@@ -4,6 +4,7 @@ A bundle holds exactly these flat members::
 
     <name>.tflite      the model
     <name>.json        its manifest (holds the .tflite sha256, preprocessing, golden self-test)
+    <name>.aux.npz     the sidecar (scope check + heatmap head), when the manifest names one (its sha256)
     MODEL_CARD.md      what the model is, how it was made, how well it does
     SIGNATURE.json     Ed25519 signature (absent in an unsigned bundle)
 
@@ -42,7 +43,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .manifest import Manifest, ManifestError, manifest_path_for
+from .manifest import Manifest, ManifestError, aux_path_for, manifest_path_for
 
 BUNDLE_FORMAT = 1
 CARD_NAME = "MODEL_CARD.md"
@@ -79,6 +80,10 @@ class ModelFiles:
     @property
     def manifest_name(self) -> str:
         return f"{self.name}.json"
+
+    @property
+    def aux_name(self) -> str:
+        return f"{self.name}.aux.npz"
 
     @property
     def tflite(self) -> bytes:
@@ -213,9 +218,16 @@ def model_files_for(model_path: str | Path, card: str | Path | None = None) -> M
         raise ValueError(f"{model_path} is not a .tflite model")
     card = Path(card) if card else model_path.parent / CARD_NAME
     parts = {model_path.name: model_path, manifest_path_for(model_path).name: manifest_path_for(model_path), CARD_NAME: card}
+    try:
+        names_aux = bool(Manifest.load(manifest_path_for(model_path)).aux)
+    except ManifestError:
+        names_aux = False  # the missing / unreadable manifest is reported below or by write_bundle
+    if names_aux:  # the sidecar travels with the model whose manifest names it
+        parts[aux_path_for(model_path).name] = aux_path_for(model_path)
     missing = [str(p) for p in parts.values() if not p.is_file()]
     if missing:
-        raise ValueError(f"cannot make a bundle: {', '.join(missing)} not found (a bundle needs the .tflite, its .json and the model card)")
+        raise ValueError(f"cannot make a bundle: {', '.join(missing)} not found (a bundle needs the .tflite, its .json, "
+                         "the model card and the sidecar its manifest names)")
     return ModelFiles(model_path.stem, {name: path.read_bytes() for name, path in parts.items()}, str(model_path.parent))
 
 
@@ -236,7 +248,7 @@ def write_bundle(files: ModelFiles, out: str | Path, key_path: str | Path | None
     out = Path(out)
     tmp = out.with_name(f".{out.name}.tmp")
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in (files.tflite_name, files.manifest_name, CARD_NAME, SIGNATURE_NAME):
+        for name in (files.tflite_name, files.manifest_name, files.aux_name, CARD_NAME, SIGNATURE_NAME):
             if name in members:
                 zf.writestr(name, members[name])
     os.replace(tmp, out)
@@ -254,13 +266,13 @@ def _unsafe_name(name: str) -> bool:
 
 def _member_names(names: list[str], origin: str) -> str:
     """Check the member names and return the model's stem."""
-    allowed = "<name>.tflite, <name>.json, MODEL_CARD.md and SIGNATURE.json"
+    allowed = "<name>.tflite, <name>.json, MODEL_CARD.md, SIGNATURE.json and <name>.aux.npz"
     tflites = [n for n in names if n.endswith(".tflite")]
     if len(tflites) != 1:
         raise BundleError("archive", f"{origin} holds {len(tflites)} .tflite files; a bundle holds exactly one ({allowed})")
     stem = tflites[0][: -len(".tflite")]
     expected = {f"{stem}.tflite", f"{stem}.json", CARD_NAME}
-    extra = sorted(set(names) - expected - {SIGNATURE_NAME})
+    extra = sorted(set(names) - expected - {SIGNATURE_NAME, f"{stem}.aux.npz"})
     if extra:
         raise BundleError("archive", f"{origin} holds unexpected member(s) {extra}; a bundle holds only {allowed}")
     missing = sorted(expected - set(names))
@@ -389,8 +401,17 @@ def verify_signature(files: ModelFiles, keys: dict[str, Ed25519PublicKey], keys_
 
 
 def verify_model_sha256(files: ModelFiles, manifest: Manifest) -> str:
+    """The model's sha256, checked against the manifest, and the sidecar's when the manifest names one
+    (the signature covers the manifest, so through it both files)."""
     actual = sha256_bytes(files.tflite)
     if actual != manifest.sha256:
         raise BundleError("sha256", f"{files.origin}: {files.tflite_name} does not match its manifest (sha256 {actual[:12]}... "
                                     f"but the manifest says {manifest.sha256[:12]}...): damaged or altered; refused")
+    aux = files.files.get(files.aux_name)
+    if manifest.aux and aux is None:
+        raise BundleError("sha256", f"{files.origin} lacks {files.aux_name}, the sidecar its manifest names: refused")
+    if aux is not None and not manifest.aux:
+        raise BundleError("sha256", f"{files.origin} holds {files.aux_name} but its manifest names no sidecar: refused")
+    if aux is not None and sha256_bytes(aux) != manifest.aux.get("sha256"):
+        raise BundleError("sha256", f"{files.origin}: {files.aux_name} does not match its manifest: damaged or altered; refused")
     return actual

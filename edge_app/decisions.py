@@ -13,15 +13,23 @@ from collections.abc import Sequence
 BENIGN = "benign"
 MALIGNANT = "malignant"
 INCONCLUSIVE = "inconclusive"  # the image failed the quality gate
+OUT_OF_SCOPE = "out_of_scope"  # the scope check: not a dermoscopy image of a skin lesion like the training images
 
 VERDICTS = (BENIGN, MALIGNANT)
-NO_VERDICT = frozenset({INCONCLUSIVE})
+NO_VERDICT = frozenset({INCONCLUSIVE, OUT_OF_SCOPE})
 
 # What the technician reads, one line each (the screen, history, follow-up and detail pages).
 LABELS = {
     BENIGN: "Low suspicion",
     MALIGNANT: "Suspicious: refer",
     INCONCLUSIVE: "No result: retake",
+    OUT_OF_SCOPE: "No result: not dermoscopy",
+}
+
+# Why there is no verdict, in words for the screen (the quality gate lists its own flags instead).
+NO_VERDICT_REASONS = {
+    OUT_OF_SCOPE: ("This image does not look like a dermoscopy image of a skin lesion this model was trained on, "
+                   "so it gives no verdict. Retake it through the dermatoscope, lesion centred."),
 }
 
 
@@ -30,7 +38,8 @@ def is_verdict(decision: str) -> bool:
 
 
 def screening_decision(model_decision: str, quality_flags: Sequence[str]) -> str:
-    """The decision a record stores: the model's, unless the quality gate failed."""
+    """The decision a record stores: the model's (a verdict, or out_of_scope from the scope check),
+    unless the quality gate failed, which comes first."""
     return INCONCLUSIVE if quality_flags else model_decision
 
 

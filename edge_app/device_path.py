@@ -49,7 +49,7 @@ class DeviceResult:
 
 
 def screen_image(clf: Classifier, image_bgr: np.ndarray, *, preprocessor: Preprocessor | None = None,
-                 timings: dict[str, float] | None = None) -> DeviceResult:
+                 timings: dict[str, float] | None = None, explain: bool = False) -> DeviceResult:
     """BGR uint8 frame -> result. A frame larger than the model needs is first shrunk
     (`images.reduce_to`, as a JPEG's scaled decode would). `timings`: steps already
     spent on this image (e.g. `decode`); they count into `total`."""
@@ -63,7 +63,7 @@ def screen_image(clf: Classifier, image_bgr: np.ndarray, *, preprocessor: Prepro
     t0 = time.perf_counter()
     quality = assess(image)
     spent["quality"] = (time.perf_counter() - t0) * 1000.0
-    result = clf.classify(image, preprocessor=preprocessor)
+    result = clf.classify(image, preprocessor=preprocessor, explain=explain)
     stages = {k: v for k, v in result.timings_ms.items() if k != "total"}
     elapsed = (time.perf_counter() - start) * 1000.0
     result.timings_ms = {k: round(v, 3) for k, v in (spent | stages).items()}
@@ -72,7 +72,7 @@ def screen_image(clf: Classifier, image_bgr: np.ndarray, *, preprocessor: Prepro
 
 
 def screen_bytes(clf: Classifier, data: bytes, *, preprocessor: Preprocessor | None = None,
-                 transform: Transform | None = None, max_pixels: int | None = None) -> DeviceResult:
+                 transform: Transform | None = None, max_pixels: int | None = None, explain: bool = False) -> DeviceResult:
     """Image file bytes -> result. `transform` (BGR -> BGR) is applied to the decoded
     image before the quality gate (robustness checks). Raises ImageDecodeError."""
     t0 = time.perf_counter()
@@ -83,7 +83,7 @@ def screen_bytes(clf: Classifier, data: bytes, *, preprocessor: Preprocessor | N
         t1 = time.perf_counter()
         image = transform(image)
         timings["transform"] = (time.perf_counter() - t1) * 1000.0
-    result = screen_image(clf, image, preprocessor=preprocessor, timings=timings)
+    result = screen_image(clf, image, preprocessor=preprocessor, timings=timings, explain=explain)
     result.width, result.height, result.format = decoded.width, decoded.height, decoded.format
     return result
 
@@ -95,12 +95,13 @@ def screen_file(clf: Classifier, path: str | Path, *, preprocessor: Preprocessor
 
 
 def screen_files(clf: Classifier, root: Path, files: Sequence[str], *, preprocessor: Preprocessor | None = None,
-                 transform: Transform | None = None, desc: str = "") -> tuple[list[float], list[int], list[str]]:
-    """P(malignant) of each readable file under `root`: (probabilities, indices of the
-    files read, one "file: reason" line per unreadable file). A progress bar on a terminal."""
+                 transform: Transform | None = None, desc: str = "") -> tuple[list[Classification], list[int], list[str]]:
+    """Each readable file under `root`: (its Classification: probability, scope, decision; indices of the
+    files read; one "file: reason" line per unreadable file). A progress bar on a terminal. Only the
+    classifications are kept, not the images, so memory stays flat over a whole dataset."""
     from tqdm import tqdm
 
-    probs: list[float] = []
+    results: list[Classification] = []
     kept: list[int] = []
     errors: list[str] = []
     for i, file in enumerate(tqdm(files, desc=desc or None, unit="img", disable=None, file=sys.stderr, mininterval=1.0)):
@@ -109,6 +110,6 @@ def screen_files(clf: Classifier, root: Path, files: Sequence[str], *, preproces
         except (ImageDecodeError, ValueError) as exc:
             errors.append(f"{file}: {exc}")
             continue
-        probs.append(result.probability)
+        results.append(result.classification)
         kept.append(i)
-    return probs, kept, errors
+    return results, kept, errors

@@ -42,6 +42,11 @@ class Manifest:
     training_command: str = ""
     created_at: str = ""
     format: int = MANIFEST_FORMAT
+    # The sidecar beside the .tflite (scope arrays + CAM head): {"file": "<name>.aux.npz", "sha256": ...};
+    # empty for a model without a features output (scope and heatmap then unavailable).
+    aux: dict[str, Any] = field(default_factory=dict)
+    scope: dict[str, Any] = field(default_factory=dict)  # {"method", "threshold", "val_flagged", "n_train", "n_val", ...}
+    explain: dict[str, Any] = field(default_factory=dict)  # {"method": "cam", "feature_shape", "temperature", ...}
 
     @property
     def input_size(self) -> int:
@@ -92,6 +97,11 @@ class Manifest:
 
 def manifest_path_for(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".json")
+
+
+def aux_path_for(model_path: str | Path) -> Path:
+    """`models/student_fp16.tflite` -> `models/student_fp16.aux.npz` (scope arrays + CAM head)."""
+    return Path(model_path).with_suffix(".aux.npz")
 
 
 def sha256_file(path: str | Path) -> str:

@@ -86,6 +86,12 @@ def crop(image: np.ndarray, dark_threshold: int = 25, min_fraction: float = 0.25
     The field of view is found on a strided thumbnail (about 256 px) so the cost
     does not grow with the camera resolution; the box is then mapped back.
     """
+    top, left, side = crop_box(image, dark_threshold, min_fraction)
+    return image[top : top + side, left : left + side]
+
+
+def crop_box(image: np.ndarray, dark_threshold: int = 25, min_fraction: float = 0.25) -> tuple[int, int, int]:
+    """(top, left, side) of the square `crop` keeps (the heatmap is drawn over it)."""
     h, w = image.shape[:2]
     step = max(1, max(h, w) // 256)  # strided thumbnail: O(256^2) whatever the frame size
     thumb = image[::step, ::step]
@@ -102,7 +108,7 @@ def crop(image: np.ndarray, dark_threshold: int = 25, min_fraction: float = 0.25
     cy, cx = (y0 + y1) // 2, (x0 + x1) // 2
     top = int(np.clip(cy - side // 2, 0, h - side))
     left = int(np.clip(cx - side // 2, 0, w - side))
-    return image[top : top + side, left : left + side]
+    return top, left, side
 
 
 def resize(image: np.ndarray, size: int) -> np.ndarray:
@@ -173,6 +179,7 @@ class PreprocessResult:
     tensor: np.ndarray  # float32 (size, size, 3), RGB, model range
     timings_ms: dict[str, float] = field(default_factory=dict)
     model_image: np.ndarray | None = None  # BGR uint8 at model size, after `contrast`
+    crop_box: tuple[int, int, int] | None = None  # (top, left, side) the crop stage kept; None when it is off
 
 
 class Preprocessor:
@@ -224,17 +231,20 @@ class Preprocessor:
         check_bgr_image(image)
         timings: dict[str, float] = {}
         current = image
-        model_image = None
+        model_image = box = None
         for stage in STAGES:
             start = time.perf_counter()
             if stage == "normalize":
                 model_image = current
             if stage == "normalize" and "normalize" in self.params.disabled_stages:
                 current = to_model_range(current)
+            elif stage == "crop" and "crop" not in self.params.disabled_stages:
+                box = crop_box(current, self.params.crop_dark_threshold, self.params.crop_min_fraction)
+                current = current[box[0] : box[0] + box[2], box[1] : box[1] + box[2]]
             elif stage not in self.params.disabled_stages:
                 current = self.stage(stage, current)
             timings[stage] = (time.perf_counter() - start) * 1000.0
-        return PreprocessResult(tensor=current, timings_ms=timings, model_image=model_image)
+        return PreprocessResult(tensor=current, timings_ms=timings, model_image=model_image, crop_box=box)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         return self.run(image).tensor

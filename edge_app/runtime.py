@@ -9,6 +9,13 @@ technician can act on: the `.tflite` matches the sha256 in its manifest, the
 manifest's preprocessing version is the one this code implements, and the
 golden self-test (reference inputs with the outputs the exporter saw) is
 reproduced within tolerance by *this* runtime on *this* machine.
+
+A model exported with a features output (rank 4, beside the rank-2
+probabilities) and a sidecar (`<model>.aux.npz`, sha256 in the manifest) also
+gives a scope score (`edge_app.scope`: out of scope -> decision
+"out_of_scope", no verdict) and, on request, a class activation map
+(`edge_app.explain`). A model without them still loads: scope unknown
+(`in_scope` None), no heatmap.
 """
 
 from __future__ import annotations
@@ -22,8 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from .manifest import Manifest, ManifestError, manifest_path_for, selftest_input, sha256_file
+from .decisions import OUT_OF_SCOPE
+from .explain import crop_fraction
+from .manifest import Manifest, ManifestError, aux_path_for, manifest_path_for, selftest_input, sha256_file
 from .preprocess import Preprocessor
+from .sidecar import Sidecar
 
 RUNTIME_MODULES = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -31,6 +41,7 @@ RUNTIME_MODULES = (
     ("tensorflow.lite", "tensorflow.lite"),
 )
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "student_fp16.tflite"
+SCOPE_SELFTEST_TOLERANCE = 0.05  # relative (and absolute) difference allowed in the golden scope scores
 
 
 class ModelError(RuntimeError):
@@ -59,23 +70,38 @@ class Classification:
     probabilities: dict[str, float]
     malignant_probability: float
     threshold: float
-    decision: str  # the positive label at or above the threshold, else the other label
+    # the positive label at or above the threshold, else the other label; "out_of_scope" (no verdict)
+    # when the scope check fails
+    decision: str
     timings_ms: dict[str, float] = field(default_factory=dict)  # stages + inference + total
     model_sha256: str = ""
     model_version: str = ""
     preprocessing_version: str = ""
+    threshold_source: str = "model"  # "model" (the manifest's) or "site" (edge-app calibrate --apply)
+    in_scope: bool | None = None  # None: the model has no scope check
+    scope_score: float | None = None
+    scope_threshold: float | None = None
+    # On request (classify(..., explain=True)): {"cam": [[...]] signed logit map, "box": [x0, y0, x1, y1]}
+    explain: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "probabilities": self.probabilities,
             "malignant_probability": self.malignant_probability,
             "threshold": self.threshold,
+            "threshold_source": self.threshold_source,
             "decision": self.decision,
+            "in_scope": self.in_scope,
+            "scope_score": self.scope_score,
+            "scope_threshold": self.scope_threshold,
             "timings_ms": self.timings_ms,
             "model_sha256": self.model_sha256,
             "model_version": self.model_version,
             "preprocessing_version": self.preprocessing_version,
         }
+        if self.explain is not None:
+            d["explain"] = self.explain
+        return d
 
 
 class Classifier:
@@ -113,13 +139,21 @@ class Classifier:
         except Exception as exc:  # noqa: BLE001
             raise ModelError(f"model file {self.model_path} cannot be loaded by {self.runtime_name} ({exc}); re-export or restore it") from None
         self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        outputs = self._interpreter.get_output_details()
+        by_rank = {len(o["shape"]): o for o in outputs}
+        if 2 not in by_rank or len(by_rank) != len(outputs) or not set(by_rank) <= {2, 4}:
+            raise ModelError(f"model {self.model_path.name} has outputs of shapes {[list(o['shape']) for o in outputs]}; "
+                             "expected probabilities (rank 2) and optionally features (rank 4): re-export the model")
+        self._output = by_rank[2]
+        self._features = by_rank.get(4)
         expected = [int(v) for v in self.manifest.input["shape"]]
         actual = [int(v) for v in self._input["shape"]]
         if actual[1:] != expected[1:]:
             raise ModelError(f"model input shape {actual} differs from its manifest {expected}; re-export the model")
         if len(self.manifest.labels) != int(self._output["shape"][-1]):
             raise ModelError(f"model has {self._output['shape'][-1]} outputs but its manifest names {len(self.manifest.labels)} labels")
+        self.sidecar = self._load_sidecar()
+        self.site: Any = None  # a site.SiteThreshold in force, set by use_site()
         self._lock = threading.Lock()
         self.positive_index = self.manifest.labels.index(self.manifest.positive_label)
         # Short side the device path decodes / shrinks a frame to (images.decode(min_side=...)):
@@ -134,6 +168,48 @@ class Classifier:
 
     # ------------------------------------------------------------------ checks
 
+    def _load_sidecar(self) -> Sidecar | None:
+        aux = self.manifest.aux or {}
+        if not aux:
+            return None
+        if self._features is None:
+            raise ModelError(f"model manifest for {self.model_path.name} names a sidecar but the model has no features "
+                             "output: re-export the model")
+        path = aux_path_for(self.model_path)  # beside the model, named after it (like its manifest)
+        if not path.is_file():
+            raise ModelError(f"model sidecar {path} (scope check + heatmap) not found; restore it beside the model or re-export")
+        digest = sha256_file(path)
+        if digest != aux.get("sha256"):
+            raise ModelError(f"model sidecar {path} does not match its manifest (sha256 {digest[:12]}... but the manifest "
+                             f"says {str(aux.get('sha256'))[:12]}...): re-export or restore the file")
+        try:
+            sidecar = Sidecar.load(path)
+        except ValueError as exc:
+            raise ModelError(f"model sidecar {path} cannot be used ({exc}); re-export the model") from None
+        channels = int(self._features["shape"][-1])
+        if sidecar.cam.weights.shape[0] != channels:
+            raise ModelError(f"model sidecar {path} is for {sidecar.cam.weights.shape[0]} feature channels, the model "
+                             f"has {channels}: re-export the model")
+        return sidecar
+
+    @property
+    def has_scope(self) -> bool:
+        return self.sidecar is not None
+
+    def use_site(self, site: Any) -> None:
+        """Put a site threshold (`site.SiteThreshold`) in force, or None for the model's own.
+        Raises ModelError when it was calibrated for another model."""
+        if site is not None and site.model_sha256 != self.sha256:
+            raise ModelError(f"the site threshold was calibrated for model {site.model_sha256[:12]}..., not this one "
+                             f"({self.sha256[:12]}...): run `edge-app calibrate` again, or `edge-app calibrate --reset`")
+        self.site = site
+
+    def threshold_in_force(self) -> tuple[float, str]:
+        """(threshold, "site" | "model")."""
+        if self.site is not None:
+            return float(self.site.threshold), "site"
+        return float(self.manifest.threshold), "model"
+
     def _run_selftest(self) -> float:
         cases = self.manifest.selftest.get("cases", [])
         tolerance = float(self.manifest.selftest.get("tolerance", 0.01))
@@ -145,6 +221,8 @@ class Classifier:
             want = np.asarray(case["output"], dtype=np.float32)
             diff = float(np.max(np.abs(got - want)))
             worst = max(worst, diff)
+            if self.sidecar is not None and "scope_score" in case:
+                self._check_scope_case(case)
             if not diff <= tolerance:
                 raise ModelError(
                     f"model {self.model_path.name} fails its golden self-test on {self.runtime_name}: "
@@ -153,6 +231,16 @@ class Classifier:
                     "install a matching ai-edge-litert, or re-export the model"
                 )
         return worst
+
+    def _check_scope_case(self, case: dict[str, Any]) -> None:
+        _, features = self.predict_outputs(selftest_input(case["pattern"], self.manifest.input_size))
+        got = float(self.sidecar.scope.score(features)[0])
+        want = float(case["scope_score"])
+        if not abs(got - want) <= SCOPE_SELFTEST_TOLERANCE * max(1.0, abs(want)):
+            raise ModelError(
+                f"model {self.model_path.name} fails its golden scope self-test on {self.runtime_name}: pattern "
+                f"{case['pattern']!r} scores {got:.4f}, the exporter saw {want:.4f}; re-export the model"
+            )
 
     def _warm_up_preprocessing(self) -> None:
         """OpenCV initialises some stages (CLAHE) on first use, about 100 ms; pay
@@ -165,43 +253,85 @@ class Classifier:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Model tensors (N, H, W, 3) float32 -> probabilities (N, labels). Serialised."""
+        return self.predict_outputs(batch)[0]
+
+    def predict_outputs(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Model tensors (N, H, W, 3) -> (probabilities (N, labels), feature maps (N, h, w, C) or None)."""
         batch = np.asarray(batch, dtype=np.float32)
         if batch.ndim == 3:
             batch = batch[None]
         out = np.empty((batch.shape[0], len(self.manifest.labels)), np.float32)
+        feats = None
+        if self._features is not None:
+            feats = np.empty((batch.shape[0], *(int(v) for v in self._features["shape"][1:])), np.float32)
         with self._lock:
             for i in range(batch.shape[0]):
                 self._interpreter.set_tensor(self._input["index"], batch[i : i + 1].astype(self._input["dtype"]))
                 self._interpreter.invoke()
                 out[i] = self._interpreter.get_tensor(self._output["index"])[0]
-        return out
+                if feats is not None:
+                    feats[i] = self._interpreter.get_tensor(self._features["index"])[0]
+        return out, feats
 
-    def classify(self, image: np.ndarray, preprocessor: Preprocessor | None = None) -> Classification:
-        """BGR uint8 image of any size -> probabilities, decision and timings (six stages +
-        inference). The device path (`device_path.screen_*`) adds decoding and the quality gate."""
+    def classify(self, image: np.ndarray, preprocessor: Preprocessor | None = None, explain: bool = False) -> Classification:
+        """BGR uint8 image of any size -> probabilities, scope, decision and timings (six stages + inference
+        + scope), and with `explain` the class activation map and where the analysed square lies. The device
+        path (`device_path.screen_*`) adds decoding and the quality gate."""
         start = time.perf_counter()
         pre = (preprocessor or self.preprocessor).run(image)
         t0 = time.perf_counter()
-        probs = self.predict(pre.tensor)[0]
+        probs, features = self.predict_outputs(pre.tensor)
         timings = dict(pre.timings_ms)
         timings["inference"] = (time.perf_counter() - t0) * 1000.0
+        scope_score = details = None
+        if self.sidecar is not None and features is not None:
+            t1 = time.perf_counter()
+            scope_score = float(self.sidecar.scope.score(features)[0])
+            timings["scope"] = (time.perf_counter() - t1) * 1000.0
+            if explain:
+                t2 = time.perf_counter()
+                details = self.explain(features[0], image, pre.crop_box)
+                timings["explain"] = (time.perf_counter() - t2) * 1000.0
         timings["total"] = (time.perf_counter() - start) * 1000.0
-        return self.result_from_probabilities(probs, timings)
+        result = self.result_from_probabilities(probs[0], timings, scope_score)
+        result.explain = details
+        return result
 
-    def result_from_probabilities(self, probs: np.ndarray, timings: dict[str, float] | None = None) -> Classification:
+    def explain(self, features: np.ndarray, image: np.ndarray, box: tuple[int, int, int] | None = None) -> dict[str, Any]:
+        """The signed CAM (h, w) rounded for storage and the analysed square (`box` = (top, left, side) the crop
+        stage kept; None = the whole frame, squeezed into the model's square) as fractions of `image`."""
+        if self.sidecar is None:
+            raise ModelError(f"model {self.model_path.name} has no heatmap head (no sidecar); re-export it")
+        cam = self.sidecar.cam.cam(features)
+        h, w = image.shape[:2]
+        return {"cam": np.round(cam, 4).tolist(), "box": crop_fraction(box, w, h) if box else [0.0, 0.0, 1.0, 1.0]}
+
+    def result_from_probabilities(self, probs: np.ndarray, timings: dict[str, float] | None = None,
+                                  scope_score: float | None = None) -> Classification:
         labels = self.manifest.labels
         p_pos = float(probs[self.positive_index])
-        threshold = float(self.manifest.threshold)
+        threshold, source = self.threshold_in_force()
         negative = next((lbl for lbl in labels if lbl != self.manifest.positive_label), "benign")
+        in_scope = scope_thr = None
+        if self.sidecar is not None and scope_score is not None:
+            scope_thr = float(self.sidecar.scope.threshold)
+            in_scope = self.sidecar.scope.in_scope(scope_score)
+        decision = self.manifest.positive_label if p_pos >= threshold else negative
+        if in_scope is False:
+            decision = OUT_OF_SCOPE
         return Classification(
             probabilities={lbl: float(p) for lbl, p in zip(labels, probs)},
             malignant_probability=p_pos,
             threshold=threshold,
-            decision=self.manifest.positive_label if p_pos >= threshold else negative,
+            decision=decision,
             timings_ms={k: round(v, 3) for k, v in (timings or {}).items()},
             model_sha256=self.sha256,
             model_version=self.manifest.version,
             preprocessing_version=self.preprocessor.version,
+            threshold_source=source,
+            in_scope=in_scope,
+            scope_score=None if scope_score is None else round(scope_score, 4),
+            scope_threshold=None if scope_thr is None else round(scope_thr, 4),
         )
 
     def describe(self) -> dict[str, Any]:
@@ -213,6 +343,12 @@ class Classifier:
             "preprocessing": self.preprocessor.describe(),
             "threshold": self.manifest.threshold,
             "threshold_rule": self.manifest.threshold_rule,
+            "threshold_in_force": self.threshold_in_force()[0],
+            "threshold_source": self.threshold_in_force()[1],
+            "site_calibration": self.site.to_dict() if self.site is not None else None,
+            "scope": ({"available": True, **self.manifest.scope} if self.sidecar is not None
+                      else {"available": False}),
+            "explain_available": self.sidecar is not None,
             "labels": self.manifest.labels,
             "input_size": self.manifest.input_size,
             "selftest_max_diff": self.selftest_max_diff,

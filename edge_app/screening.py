@@ -32,6 +32,7 @@ from .device_path import DeviceResult, screen_bytes, screen_image
 from .images import ImageDecodeError, encode_jpeg, file_extension, reduce_to
 from .latency import LatencyStats
 from .runtime import Classifier
+from .site import SiteWatcher
 from .store import DuplicateRequest, RecordNotFound, ScreeningRecord, ScreeningStore
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,8 @@ class ScreeningService:
         self._in_flight: dict[str, Future] = {}
         self._in_flight_lock = threading.Lock()
         self.started_at = time.time()
+        self.site = SiteWatcher(store.data_dir)  # the site threshold, when calibrated
+        self.site.refresh(classifier)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -223,10 +226,12 @@ class ScreeningService:
         wait_ms = (time.perf_counter() - job.queued_at) * 1000.0
         timings = {k: round(v, 3) for k, v in job.extra_timings.items()} | {"queue_wait": round(wait_ms, 3)}
         result: DeviceResult
+        self.site.refresh(self.classifier)
+        explain = self.classifier.has_scope
         if job.image is None:
-            result = screen_bytes(self.classifier, job.data, max_pixels=job.max_pixels)
+            result = screen_bytes(self.classifier, job.data, max_pixels=job.max_pixels, explain=explain)
         else:
-            result = screen_image(self.classifier, job.image)
+            result = screen_image(self.classifier, job.image, explain=explain)
             job.image = None
             result.width, result.height = job.frame_size
         t1 = time.perf_counter()

@@ -42,7 +42,7 @@ DB_NAME = "screenings.sqlite3"
 IMAGES = "images"
 AUDIT_LOG = "audit.log"
 BACKUP_MANIFEST = "backup.json"
-SCHEMA_VERSION = 2  # 2: request_id (one record per capture/upload intent)
+SCHEMA_VERSION = 3  # 2: request_id (one record per capture/upload intent); 3: threshold source, scope, heatmap
 MIN_FREE_BYTES = 50 * 1024 * 1024
 RETENTION_EVERY_S = 3600.0  # retention also runs at start
 
@@ -86,9 +86,19 @@ BEGIN SELECT RAISE(ABORT, 'screening records are append-only: add a correction i
 # After the migration (the column may be new): a request id names at most one record.
 REQUEST_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS screenings_request ON screenings (request_id) "
                  "WHERE request_id IS NOT NULL")
+# Columns added after the first schema, as (name, SQL type + default, schema version): a database made
+# by an older version gets them on open (ALTER TABLE ADD COLUMN); old rows read as the default.
+ADDED_COLUMNS = (
+    ("request_id", "TEXT", 2),
+    ("threshold_source", "TEXT NOT NULL DEFAULT 'model'", 3),  # "model" or "site" (edge-app calibrate)
+    ("in_scope", "INTEGER", 3),  # 1 / 0, NULL when the model had no scope check
+    ("scope_score", "REAL", 3),
+    ("explain", "TEXT", 3),  # JSON {"cam": [[...]], "box": [x0, y0, x1, y1]}, NULL without a heatmap head
+)
 
 CSV_FIELDS = (
     "id", "timestamp", "operator", "lesion_ref", "source", "decision", "malignant_probability", "threshold",
+    "threshold_source", "in_scope", "scope_score",
     "probabilities", "quality_flags", "image_path", "image_sha256", "image_width", "image_height",
     "model_version", "model_sha256", "preprocessing_version", "timings_ms", "corrects", "corrected_by", "app_version",
     "request_id",
@@ -163,6 +173,10 @@ class ScreeningRecord:
     corrects: str | None = None
     app_version: str = ""
     request_id: str | None = None  # the client's id for one capture/upload intent
+    threshold_source: str = "model"  # the threshold in force: the model's own or the site's (edge-app calibrate)
+    in_scope: bool | None = None  # None: the model had no scope check
+    scope_score: float | None = None
+    explain: dict[str, Any] | None = None  # class activation map + analysed square, for the heatmap
     corrected_by: list[str] = field(default_factory=list)  # derived on read, never stored
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,6 +188,8 @@ class ScreeningRecord:
         d.pop("seq", None)
         for key in ("probabilities", "timings_ms", "quality_flags", "quality_metrics"):
             d[key] = json.loads(d[key])
+        d["explain"] = json.loads(d["explain"]) if d.get("explain") else None
+        d["in_scope"] = None if d.get("in_scope") is None else bool(d["in_scope"])
         return cls(**d, corrected_by=corrected_by or [])
 
 
@@ -239,16 +255,17 @@ class ScreeningStore:
         self.apply_retention()
         self._retention_at = time.monotonic()
 
-    def _migrate(self) -> None:
-        """Bring a database written by an older version up to `SCHEMA_VERSION` (columns are only added)."""
-        columns = {r[1] for r in self._db.execute("PRAGMA table_info(screenings)")}
-        if "request_id" not in columns:
-            self._db.execute("ALTER TABLE screenings ADD COLUMN request_id TEXT")
-            log.info("database %s: added column request_id (schema 2)", self.db_path)
-
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _migrate(self) -> None:
+        """Bring a database written by an older version up to `SCHEMA_VERSION` (columns are only added)."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(screenings)")}
+        for name, ddl, version in ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE screenings ADD COLUMN {name} {ddl}")
+                log.info("database %s: added column %s (schema %d)", self.db_path, name, version)
 
     # ------------------------------------------------------------------ writing
 
@@ -326,11 +343,17 @@ class ScreeningStore:
             corrects=corrects,
             app_version=self.app_version,
             request_id=request_id,
+            threshold_source=c.get("threshold_source", "model"),
+            in_scope=c.get("in_scope"),
+            scope_score=c.get("scope_score"),
+            explain=c.get("explain"),
         )
         row = record.to_dict()
         row.pop("corrected_by")
         for key in ("probabilities", "timings_ms", "quality_flags", "quality_metrics"):
             row[key] = json.dumps(row[key], sort_keys=True)
+        row["explain"] = None if row["explain"] is None else json.dumps(row["explain"], separators=(",", ":"))
+        row["in_scope"] = None if row["in_scope"] is None else int(row["in_scope"])
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
         try:

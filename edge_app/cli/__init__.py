@@ -11,7 +11,7 @@ import importlib
 import logging
 import sys
 
-COMMANDS = ("classify", "evaluate", "serve", "backup", "purge", "model")
+COMMANDS = ("classify", "evaluate", "calibrate", "serve", "backup", "purge", "model")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -48,9 +48,13 @@ def run(args: argparse.Namespace) -> int:
 def _human(r: dict) -> str:
     t = r["timings_ms"]
     stages = " ".join(f"{k}={v:.1f}" for k, v in t.items() if k not in ("total",))
+    scope = ("scope check n/a (model without one)" if r["in_scope"] is None else
+             f"{'in scope' if r['in_scope'] else 'OUT OF SCOPE: not a dermoscopy lesion image, no verdict'} "
+             f"(score {r['scope_score']:.2f}, limit {r['scope_threshold']:.2f})")
     return (
         f"{r['file']}: {r['decision'].upper()}  p(malignant)={r['malignant_probability']:.3f} "
-        f"(threshold {r['threshold']:.3f})\n"
+        f"(threshold {r['threshold']:.3f}, {r['threshold_source']})\n"
+        f"  {scope}\n"
         f"  probabilities: " + ", ".join(f"{k}={v:.3f}" for k, v in r["probabilities"].items()) + "\n"
         f"  timings ms: {stages} total={t['total']:.1f}\n"
         f"  model {r['model_version']} sha256 {r['model_sha256'][:12]}  preprocessing v{r['preprocessing_version']}"

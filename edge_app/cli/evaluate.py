@@ -1,5 +1,9 @@
 """`edge-app evaluate LABELS.csv`: metrics of the shipped model over a labelled
-folder, through the device path (no TensorFlow)."""
+folder, through the device path (no TensorFlow).
+
+Metrics cover every readable image (as the model's probability stands, whatever
+the scope check says); with a scope check, `out_of_scope_rate` is the share of
+images it flags and `in_scope` repeats the metrics on the images it keeps."""
 
 from __future__ import annotations
 
@@ -52,6 +56,24 @@ def read_labels(csv_path: Path, group_by: str = "") -> list[tuple[str, int, str 
     return rows
 
 
+def scope_report(results: list, labels: list[int], groups: list, threshold: float, n_boot: int, evaluate) -> dict:
+    """`out_of_scope_rate` and the metrics on the in-scope images alone (None when the model has no scope check
+    or when the in-scope images lack a class)."""
+    import numpy as np
+
+    flags = [r.in_scope for r in results]
+    if not flags or any(f is None for f in flags):
+        return {"out_of_scope_rate": None, "in_scope": None}
+    keep = [i for i, f in enumerate(flags) if f]
+    out = {"out_of_scope_rate": round(1.0 - len(keep) / len(flags), 4), "n_out_of_scope": len(flags) - len(keep)}
+    y = np.array([labels[i] for i in keep])
+    if len(set(y.tolist())) < 2:
+        return out | {"in_scope": None}
+    g = [groups[i] for i in keep]
+    p = np.array([results[i].malignant_probability for i in keep])
+    return out | {"in_scope": evaluate(y, p, threshold, n_boot=n_boot, groups=g if g[0] is not None else None)}
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -73,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
     classifier = load_classifier(args)
     if classifier is None:
         return 3
-    probs, read, errors = screen_files(classifier, root, [file for file, _, _ in rows], desc="evaluate")
+    results, read, errors = screen_files(classifier, root, [file for file, _, _ in rows], desc="evaluate")
+    probs = [r.malignant_probability for r in results]
     kept = [rows[i] for i in read]
     labels = [label for _, label, _ in kept]
     groups = [group for _, _, group in kept]
@@ -86,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                       groups=groups if groups[0] is not None else None)
     report["errors"] = len(errors)
     report["model_sha256"] = classifier.sha256
+    report |= scope_report(results, labels, groups, classifier.manifest.threshold, args.bootstrap, evaluate)
     if args.predictions:
         with open(args.predictions, "w", newline="") as f:
             w = csv.writer(f)
@@ -113,4 +137,9 @@ def _human(r: dict) -> str:
         "  confusion           predicted malignant  predicted benign",
         f"    malignant         {c['tp']:>8}             {c['fn']:>8}",
         f"    benign            {c['fp']:>8}             {c['tn']:>8}",
-    ] + ([f"  unreadable files: {r['errors']}"] if r["errors"] else []))
+    ] + ([f"  unreadable files: {r['errors']}"] if r["errors"] else [])
+      + ([] if r.get("out_of_scope_rate") is None else [
+          f"  out of scope        {r['out_of_scope_rate']:.1%} of images ({r['n_out_of_scope']}) flagged by the scope check"]
+         + ([] if not r.get("in_scope") else [
+             (f"  in-scope only (n = {r['in_scope']['n']}): AUC {r['in_scope']['auc']['value']:.3f}, sensitivity "
+             f"{r['in_scope']['sensitivity']['value']:.3f}, specificity {r['in_scope']['specificity']['value']:.3f}")])))

@@ -13,8 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from ..manifest import SELFTEST_PATTERNS, SELFTEST_TOLERANCE, Manifest, selftest_input, sha256_file
+from .. import scope as scope_lib
+from ..explain import MEANING, CamHead
+from ..manifest import SELFTEST_PATTERNS, SELFTEST_TOLERANCE, Manifest, aux_path_for, selftest_input, sha256_file
 from ..preprocess import Preprocessor
+from ..sidecar import Sidecar
 
 LABELS = ["benign", "malignant"]
 
@@ -29,8 +32,57 @@ def convert_fp16(keras_model: Any) -> bytes:
     return converter.convert()
 
 
+SCOPE_MAX_FLAGGED = 0.03  # the contract: at most 3% of validation dermoscopy flagged out of scope
+# Calibrated to 1% flagged on validation: held-out images stay well under 3%, and dermoscopy from other
+# dermatoscopes is flagged less (measured on the shipped model: isic_archive 8.5% at 1%, 14.5% at 2%)
+# while every generated out-of-scope image still scores far above the threshold.
+SCOPE_MARGIN = 0.02
+
+
+def keras_outputs(keras_model: Any, batch: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
+    """(probabilities (N, 2), feature maps (N, h, w, C) or None) of a one- or two-output model, told apart by rank."""
+    out = keras_model.predict(np.asarray(batch, np.float32), batch_size=batch_size, verbose=0)
+    outs = [np.asarray(o, np.float32) for o in (out if isinstance(out, (list, tuple)) else [out])]
+    probs = next(o for o in outs if o.ndim == 2)
+    features = next((o for o in outs if o.ndim == 4), None)
+    return probs, features
+
+
 def keras_predict(keras_model: Any, batch: np.ndarray) -> np.ndarray:
-    return np.asarray(keras_model.predict(np.asarray(batch, np.float32), verbose=0), dtype=np.float32)
+    """Probabilities only (N, 2)."""
+    return keras_outputs(keras_model, batch)[0]
+
+
+def cam_head(keras_model: Any) -> CamHead:
+    """w = W[:, 1] - W[:, 0] and b = b1 - b0 of the "logits" layer, divided by the model's temperature."""
+    kernel, bias = (np.asarray(v, np.float32) for v in keras_model.get_layer("logits").get_weights())
+    temperature = model_temperature(keras_model)
+    return CamHead((kernel[:, 1] - kernel[:, 0]) / temperature, float(bias[1] - bias[0]) / temperature)
+
+
+def model_temperature(keras_model: Any) -> float:
+    """The temperature `with_softmax` put in (1.0 when there is no "temperature" layer)."""
+    try:
+        layer = keras_model.get_layer("temperature")
+    except ValueError:
+        return 1.0
+    return 1.0 / float(layer.scale)
+
+
+def fit_scope(keras_model: Any, train_x: np.ndarray, val_x: np.ndarray) -> tuple[Sidecar, dict[str, Any]]:
+    """Scope model on the training sample's feature maps, threshold on validation's; plus the CAM head."""
+    _, f_train = keras_outputs(keras_model, train_x)
+    _, f_val = keras_outputs(keras_model, val_x)
+    if f_train is None or f_val is None:
+        raise ValueError("scope_data given but the model has no features output (build it with with_softmax)")
+    model = scope_lib.fit(f_train)
+    cal = scope_lib.calibrate(model, f_val, SCOPE_MAX_FLAGGED, SCOPE_MARGIN)
+    block = {"method": scope_lib.METHOD, "descriptor": "spatial mean + std of the last feature map",
+             "components": int(model.components.shape[0]), "threshold": cal["threshold"],
+             "val_flagged": round(cal["val_flagged"], 4), "n_val": cal["n_val"], "n_train": len(f_train),
+             "rule": f"score above the {100 * (1 - SCOPE_MAX_FLAGGED + SCOPE_MARGIN):.0f}th percentile of validation "
+                     f"dermoscopy (target <= {SCOPE_MAX_FLAGGED:.0%} flagged)"}
+    return Sidecar(model, cam_head(keras_model)), block
 
 
 def export_student(
@@ -43,13 +95,21 @@ def export_student(
     provenance: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     training_command: str = "",
+    *,
+    scope_data: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Manifest:
-    """Write `<out>.tflite` and `<out>.json`; return the manifest.
+    """Write `<out>.tflite` and `<out>.json` (and `<out>.aux.npz`); return the manifest.
 
     The golden self-test outputs are the Keras model's outputs on the reference
     patterns; the exported file must reproduce them through the device runtime
     within SELFTEST_TOLERANCE before the manifest is written (a failing export
     never produces a loadable model).
+
+    `scope_data` = (a sample of training-split tensors, validation tensors),
+    preprocessed (N, size, size, 3) float32: with it, and a model from
+    `with_softmax` (probabilities + features), the sidecar holds the scope model
+    (threshold: <= 3% of validation flagged) and the CAM head, and the manifest
+    names it with its sha256 plus `scope` and `explain` blocks.
     """
     import tensorflow as tf
 
@@ -58,7 +118,29 @@ def export_student(
     tflite_bytes = convert_fp16(keras_model)
     out_path.write_bytes(tflite_bytes)
     size = preprocessor.params.size
-    cases = [{"pattern": p, "output": keras_predict(keras_model, selftest_input(p, size))[0].round(6).tolist()} for p in SELFTEST_PATTERNS]
+    aux_path = aux_path_for(out_path)
+    aux: dict[str, Any] = {}
+    scope_block: dict[str, Any] = {}
+    explain_block: dict[str, Any] = {}
+    sidecar = None
+    if scope_data is not None:
+        sidecar, scope_block = fit_scope(keras_model, *scope_data)
+        aux_path.write_bytes(sidecar.to_bytes())
+        aux = {"file": aux_path.name, "sha256": sha256_file(aux_path), "size_bytes": aux_path.stat().st_size}
+    else:
+        aux_path.unlink(missing_ok=True)  # a stale sidecar of an earlier export must not linger
+    cases = []
+    for p in SELFTEST_PATTERNS:
+        probs, features = keras_outputs(keras_model, selftest_input(p, size))
+        case = {"pattern": p, "output": probs[0].round(6).tolist()}
+        if sidecar is not None and features is not None:
+            case["scope_score"] = round(float(sidecar.scope.score(features)[0]), 5)
+        cases.append(case)
+    if sidecar is not None:
+        _, f = keras_outputs(keras_model, selftest_input("lesion", size))
+        explain_block = {"method": "cam", "feature_shape": list(f.shape[1:]), "temperature": model_temperature(keras_model),
+                         "weights": "W[:, malignant] - W[:, benign] of the 'logits' layer, divided by the temperature",
+                         "meaning": MEANING}
     manifest = Manifest(
         name=out_path.stem,
         version=version,
@@ -76,6 +158,9 @@ def export_student(
         metrics=metrics or {},
         training_command=training_command,
         created_at=_dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat(),
+        aux=aux,
+        scope=scope_block,
+        explain=explain_block,
     )
     manifest.save(out_path.with_suffix(".json"))
     # Verify through the device path: raises ModelError if the self-test fails.

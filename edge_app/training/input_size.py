@@ -23,7 +23,7 @@ def step_input_size(run) -> None:
     from ..runtime import Classifier
     from .data import class_weights
     from .distill import train_student
-    from .export import export_student
+    from .export import export_student, keras_predict
     from .pipeline import timed
     from .student import build_student, with_softmax
 
@@ -42,7 +42,7 @@ def step_input_size(run) -> None:
             model, hist = train_student(model, x_tr, y_tr, x_va, y_va, None, alpha=1.0, epochs=cfg.size_study_epochs, batch_size=cfg.batch_size,
                                         lr=cfg.lr, sample_weight=np.array([cw[int(c)] for c in y_tr], np.float32), seed=cfg.seed, log=run.log)
             probs = with_softmax(model)
-            p = np.asarray(probs.predict(x_va, batch_size=128, verbose=0))[:, 1]
+            p = keras_predict(probs, x_va)[:, 1]
             path = out_dir / f"student_{size}px.tflite"
             export_student(probs, path, sub.preprocessor, choose_threshold(y_va, p, cfg.min_sensitivity), "input-size study (not shipped)",
                            version=f"input-size-{size}")

@@ -345,7 +345,7 @@ def step_export(run: Run) -> None:
     """Better student on validation -> fp16 TFLite + manifest; threshold chosen on validation only."""
     from ..metrics import choose_threshold, evaluate, roc_auc
     from ..runtime import Classifier
-    from .export import export_student
+    from .export import export_student, keras_predict
     from .student import with_softmax
 
     cfg = run.cfg
@@ -355,7 +355,9 @@ def step_export(run: Run) -> None:
         shipped = max(names, key=lambda n: m[n]["best_val_auc"])
         model = with_softmax(load_student(run, shipped))
         x_va, y_va = run.tensors("val"), run.labels("val")
-        p32 = np.asarray(model.predict(x_va, batch_size=128, verbose=0), np.float64)
+        x_tr = run.tensors("train")
+        scope_data = (x_tr[np.random.default_rng(cfg.seed).permutation(len(x_tr))[:2000]], x_va)
+        p32 = keras_predict(model, x_va).astype(np.float64)
         thr = choose_threshold(y_va, p32[:, 1], cfg.min_sensitivity)
         rule = f"highest specificity with sensitivity >= {cfg.min_sensitivity:.2f} on the lesion-grouped validation split (fp16 model, device runtime)"
         out = run.models_dir / "student_fp16.tflite"
@@ -374,7 +376,8 @@ def step_export(run: Run) -> None:
         val_metrics = None
         for _ in range(2):  # export; if the fp16 model's own validation threshold differs, export again with it
             manifest = export_student(model, out, run.preprocessor, thr, rule, version=f"{cfg.preset}-{time.strftime('%Y%m%d')}",
-                                      provenance=provenance, metrics={"val": val_metrics} if val_metrics else {}, training_command=run.reproduce or run.command)
+                                      provenance=provenance, metrics={"val": val_metrics} if val_metrics else {}, training_command=run.reproduce or run.command,
+                                      scope_data=scope_data)
             clf = Classifier(out)
             p16 = clf.predict(x_va)[:, 1].astype(np.float64)
             thr16 = choose_threshold(y_va, p16, cfg.min_sensitivity)
@@ -383,7 +386,7 @@ def step_export(run: Run) -> None:
                 break
             thr = thr16
         manifest = export_student(model, out, run.preprocessor, thr, rule, version=manifest.version, provenance=provenance,
-                                  metrics={"val": val_metrics}, training_command=run.reproduce or run.command)
+                                  metrics={"val": val_metrics}, training_command=run.reproduce or run.command, scope_data=scope_data)
         for s in ("val", "test"):
             write_table(run.splits()[s], run.models_dir / "splits" / f"{s}.csv")
         info = {"shipped": shipped, "threshold": thr, "size_bytes": out.stat().st_size, "sha256": manifest.sha256,
@@ -446,11 +449,11 @@ def device_probs(clf, table: Table, root: Path, preprocessor: Preprocessor | Non
     """Malignant probability of each image through the device path (decode -> quality gate -> preprocess -> fp16 TFLite)."""
     from ..device_path import screen_files
 
-    probs, _, errors = screen_files(clf, root, [r["file"] for r in table.rows], preprocessor=preprocessor,
-                                    transform=transform, desc=desc)
+    results, _, errors = screen_files(clf, root, [r["file"] for r in table.rows], preprocessor=preprocessor,
+                                      transform=transform, desc=desc)
     if errors:
         raise ValueError(f"{len(errors)} unreadable image(s) under {root}, e.g. {errors[0]}")
-    return np.asarray(probs, np.float64)
+    return np.asarray([r.malignant_probability for r in results], np.float64)
 
 
 def step_evaluate(run: Run) -> None:
@@ -536,7 +539,8 @@ def cross_dataset(run: Run, clf) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for root in run.cross_data:
         table = load_table(root / "labels.csv")
-        probs, read, errors = screen_files(clf, root, [r["file"] for r in table.rows], desc=f"cross-dataset {root.name}")
+        results, read, errors = screen_files(clf, root, [r["file"] for r in table.rows], desc=f"cross-dataset {root.name}")
+        probs = [r.malignant_probability for r in results]
         kept = table.subset(read)
         if len(set(kept.y.tolist())) < 2:
             run.log(f"cross-dataset {root}: needs both classes among its readable images; skipped")

@@ -2,7 +2,8 @@
 depthwise-separable inverted residuals) + 1x1 conv + global pool + dense(2).
 
 The training model outputs logits (distillation needs them); the exported model
-adds a softmax so the device gets probabilities ["benign", "malignant"].
+adds a softmax so the device gets probabilities ["benign", "malignant"], and
+hands out the last feature map beside them (scope check and class activation map).
 """
 
 from __future__ import annotations
@@ -36,13 +37,26 @@ def build_student(size: int, n_blocks: int = 7, head_channels: int = 256, dropou
     x = layers.Conv2D(head_channels, 1, use_bias=False, name="student_head_conv")(trunk.output)
     x = layers.BatchNormalization(epsilon=1e-3, name="student_head_bn")(x)
     x = layers.ReLU(6.0)(x)
-    x = layers.GlobalAveragePooling2D()(x)
+    x = layers.GlobalAveragePooling2D(name="student_gap")(x)
     x = layers.Dropout(dropout)(x)
     logits = layers.Dense(2, name="logits")(x)
     return keras.Model(trunk.input, logits, name="student")
 
 
-def with_softmax(logit_model: keras.Model) -> keras.Model:
-    """The deployable model: probabilities instead of logits."""
-    out = layers.Softmax(name="probabilities")(logit_model.output)
-    return keras.Model(logit_model.input, out, name="student_probs")
+def with_softmax(logit_model: keras.Model, temperature: float = 1.0) -> keras.Model:
+    """The deployable model: [probabilities, features].
+
+    probabilities (N, 2) = softmax(logits / temperature), named "probabilities";
+    features (N, h, w, C) = the last feature map (the input of the "student_gap"
+    pooling layer), named "features": the device computes the scope score and the
+    class activation map from it. The "logits" layer is taken by name, so a model
+    with a second (auxiliary) output exports the same way.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    logits = logit_model.get_layer("logits").output
+    if temperature != 1.0:
+        logits = layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
+    probs = layers.Softmax(name="probabilities")(logits)
+    features = layers.Identity(name="features")(logit_model.get_layer("student_gap").input)
+    return keras.Model(logit_model.input, [probs, features], name="student_probs")

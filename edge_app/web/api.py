@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 
 from .. import __version__
 from ..camera import CameraUnavailable
+from ..explain import overlay_png
 from ..images import ImageDecodeError
 from ..screening import QueueFull
 from ..store import RecordNotFound, StoreBusy, StoreFull, is_record_id
@@ -28,6 +29,7 @@ def stats() -> dict[str, Any]:
         "counts": service.store.counts(),
         "camera": service.capture_loop.status(),
         "model": model_json(),
+        "site_threshold_problem": service.site.problem,  # why a site threshold file is not used, if one is not
         "health": service.health(),
         "uptime_s": round(time.time() - service.started_at, 1),
         "app_version": __version__,
@@ -145,6 +147,16 @@ def image(record_id: str):
 # What a stored image file is served as (an upload is kept in its own format).
 IMAGE_TYPES = {".jpg": "image/jpeg", ".png": "image/png", ".webp": "image/webp", ".bmp": "image/bmp",
                ".tif": "image/tiff", ".gif": "image/gif"}
+
+
+@bp.get("/api/screenings/<record_id>/heatmap")
+def heatmap(record_id: str):
+    """The class activation map as a transparent PNG, rendered on request; the record's `heatmap_box`
+    says where it goes over the stored image (fractions x0, y0, x1, y1)."""
+    record = record_or_404(record_id)
+    if not record.explain:
+        raise ApiError(404, f"screening {record_id} has no heatmap (its model had no heatmap head)")
+    return Response(overlay_png(record.explain["cam"]), mimetype="image/png")
 
 
 @bp.get("/export.csv")

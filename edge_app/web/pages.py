@@ -8,19 +8,28 @@ from typing import Any
 from flask import Blueprint, abort, render_template, request
 
 from .. import __version__
-from ..decisions import LABELS, NO_VERDICT
+from ..decisions import LABELS, NO_VERDICT, NO_VERDICT_REASONS
 from ..store import is_record_id
 from . import get_service
 from .chart import latency_svg, trend_svg
 from .model_info import model_card_file, model_json
-from .records import list_args, list_records, local_time, percent, record_json, record_or_404, time_zone
+from .records import (
+    THRESHOLD_SOURCE_TEXT,
+    list_args,
+    list_records,
+    local_time,
+    percent,
+    record_json,
+    record_or_404,
+    time_zone,
+)
 
 bp = Blueprint("pages", __name__)
 
 # Per-stage latency, in pipeline order: the model's six stages, then what surrounds them.
-STAGES = ("decode", "crop", "resize", "dehair", "denoise", "contrast", "normalize", "inference", "total")
+STAGES = ("decode", "crop", "resize", "dehair", "denoise", "contrast", "normalize", "inference", "scope", "explain", "total")
 EXTRA_STAGES = ("capture", "encode", "scale", "queue_wait", "quality", "store", "end_to_end")
-STAGE_NAMES = {"total": "device path total", "capture": "camera still", "encode": "JPEG encode", "scale": "scale frame", "queue_wait": "queue wait", "quality": "quality check",
+STAGE_NAMES = {"total": "device path total", "scope": "scope check", "explain": "heatmap map", "capture": "camera still", "encode": "JPEG encode", "scale": "scale frame", "queue_wait": "queue wait", "quality": "quality check",
                "store": "save record", "end_to_end": "tap → result"}
 PLOT_LAST = 50  # screenings in the Performance latency plot
 RECENT_LESIONS = 6
@@ -47,11 +56,14 @@ def index():
     corrects = request.args.get("corrects") or None
     if corrects is not None and (not is_record_id(corrects) or not service.store.exists(corrects)):
         corrects = None
-    ui = {"noVerdict": sorted(NO_VERDICT), "labels": LABELS}
+    service.site.refresh(service.classifier)
+    ui = {"noVerdict": sorted(NO_VERDICT), "labels": LABELS, "reasons": NO_VERDICT_REASONS}
     model = model_json()
     return render_template("index.html", model=model, camera=service.capture_loop.status(),
                            corrects=corrects, recent=service.store.lesions(limit=RECENT_LESIONS), ui=json.dumps(ui),
-                           threshold_text=percent(model["threshold"]))
+                           threshold_text=percent(model["threshold_in_force"]),
+                           threshold_source_text=THRESHOLD_SOURCE_TEXT[model["threshold_source"]],
+                           site_problem=service.site.problem)
 
 
 @bp.get("/model/card")

@@ -14,13 +14,15 @@ from typing import Any
 
 from flask import request, url_for
 
-from ..decisions import LABELS, is_verdict
+from ..decisions import LABELS, NO_VERDICT_REASONS, is_verdict
+from ..explain import MEANING as HEATMAP_MEANING
 from ..quality import FLAG_HINTS, FLAG_MESSAGES
 from ..store import RecordNotFound, ScreeningRecord, is_record_id
 from . import get_service
 from .errors import ApiError
 
 MAX_TEXT = 120
+THRESHOLD_SOURCE_TEXT = {"model": "model default", "site": "site-calibrated"}
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{8,64}")
 
 
@@ -71,6 +73,15 @@ def record_json(record: ScreeningRecord) -> dict[str, Any]:
     d["time_local"] = local_time(record.timestamp)
     d["probability_text"] = percent(record.malignant_probability)
     d["threshold_text"] = percent(record.threshold)
+    d["threshold_source_text"] = THRESHOLD_SOURCE_TEXT.get(record.threshold_source, record.threshold_source)
+    d["scope"] = {"in_scope": record.in_scope, "score": record.scope_score,
+                  "message": NO_VERDICT_REASONS.get(record.decision) if record.in_scope is False else None}
+    # No heatmap beside "no verdict": it would read as evidence for a verdict that was not given
+    # (the map stays in the record, and /heatmap serves it, for audit).
+    shown = bool(record.explain) and d["verdict"]
+    d["heatmap_url"] = url_for("api.heatmap", record_id=record.id) if shown else None
+    d["heatmap_meaning"] = HEATMAP_MEANING if shown else None
+    d["heatmap_box"] = record.explain.get("box", [0.0, 0.0, 1.0, 1.0]) if shown else None
     d["image_url"] = url_for("api.image", record_id=record.id)
     d["thumbnail_url"] = url_for("api.image", record_id=record.id, size="thumb")
     d["detail_url"] = url_for("pages.screening", record_id=record.id)

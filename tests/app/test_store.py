@@ -176,7 +176,10 @@ def test_request_id_stores_once_and_an_old_database_is_migrated(tmp_path):
     append(store)  # no request id: any number
     assert store.get_by_request_id("intent-0001") == first and store.counts()["total"] == 3
     with pytest.raises(sqlite3.IntegrityError):  # the database itself refuses a second row
-        store._db.execute("INSERT INTO screenings SELECT NULL, 'X' || id, timestamp, operator, lesion_ref, source, image_path, "
+        store._db.execute("INSERT INTO screenings (id, timestamp, operator, lesion_ref, source, image_path, image_sha256, "
+                          "image_width, image_height, image_bytes, probabilities, malignant_probability, decision, threshold, "
+                          "model_sha256, model_version, preprocessing_version, timings_ms, quality_flags, quality_metrics, "
+                          "corrects, app_version, request_id) SELECT 'X' || id, timestamp, operator, lesion_ref, source, image_path, "
                           "image_sha256, image_width, image_height, image_bytes, probabilities, malignant_probability, decision, "
                           "threshold, model_sha256, model_version, preprocessing_version, timings_ms, quality_flags, "
                           "quality_metrics, corrects, app_version, request_id FROM screenings WHERE id = ?", (first.id,))

@@ -4,6 +4,7 @@ import shutil
 import pytest
 
 from edge_app import runtime
+from edge_app.manifest import aux_path_for
 from edge_app.runtime import Classifier, ModelError
 from tests.conftest import make_lesion_image
 
@@ -14,6 +15,8 @@ def model_copy(tmp_path, model_path):
     dst = tmp_path / model_path.name
     shutil.copy(model_path, dst)
     shutil.copy(model_path.with_suffix(".json"), dst.with_suffix(".json"))
+    if aux_path_for(model_path).is_file():  # the scope check + heatmap sidecar, when the model has one
+        shutil.copy(aux_path_for(model_path), aux_path_for(dst))
     return dst
 
 

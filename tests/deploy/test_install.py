@@ -239,3 +239,15 @@ def test_prove_arm64_writes_no_package_host_and_builds_without_a_preinstalled_wh
     code = "\n".join(line for line in script.splitlines() if not line.lstrip().startswith("#"))
     assert "://" not in code.replace(":\\/\\/", ""), "a package host is written in the script"
     assert "--no-build-isolation" not in code, "an isolated build brings setuptools and wheel itself"
+
+
+def test_install_ships_the_scope_sidecar_beside_the_model_and_the_installed_model_loads(shims, pi_root):
+    from edge_app.runtime import Classifier
+
+    scoped = REPO / "tests" / "fixtures" / "tiny_scope_fp16.tflite"
+    run_script("install.sh", shims, "--root", pi_root, "--no-start", "--model", scoped)
+    models = pi_root / "opt/edge-app/models"
+    assert (models / "student_fp16.aux.npz").read_bytes() == scoped.with_name("tiny_scope_fp16.aux.npz").read_bytes()
+    assert Classifier(models / "student_fp16.tflite", num_threads=1).has_scope
+    run_script("install.sh", shims, "--root", pi_root, "--no-start", "--model", TINY_MODEL)  # a model without one
+    assert not (models / "student_fp16.aux.npz").exists()

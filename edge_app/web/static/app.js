@@ -14,10 +14,37 @@
 // the shown result the same way.
 "use strict";
 
+// A heatmap (transparent PNG of the class activation map) goes over the analysed square of its image:
+// box = [x0, y0, x1, y1] as fractions of the image. The image may be shown with object-fit cover or
+// contain (the Screen's left panel) or at its own aspect (the detail page); the overlay is placed on the
+// image's drawn pixels either way. Styles set from script pass the CSP.
+function placeHeatmap(overlay, image, box) {
+  const iw = image.naturalWidth, ih = image.naturalHeight;
+  const ew = image.clientWidth, eh = image.clientHeight;
+  if (!iw || !ih || !ew || !eh) return false;
+  const fit = getComputedStyle(image).objectFit;
+  const scale = fit === "cover" ? Math.max(ew / iw, eh / ih) : fit === "contain" ? Math.min(ew / iw, eh / ih) : null;
+  const dw = scale ? iw * scale : ew, dh = scale ? ih * scale : eh;
+  const ox = image.offsetLeft + (ew - dw) / 2, oy = image.offsetTop + (eh - dh) / 2;
+  overlay.style.left = (ox + box[0] * dw).toFixed(1) + "px";
+  overlay.style.top = (oy + box[1] * dh).toFixed(1) + "px";
+  overlay.style.width = ((box[2] - box[0]) * dw).toFixed(1) + "px";
+  overlay.style.height = ((box[3] - box[1]) * dh).toFixed(1) + "px";
+  return true;
+}
+
+for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) { // the detail page
+  const image = overlay.parentElement.querySelector(".heatmap-base");
+  const box = overlay.dataset.box.split(",").map(Number);
+  const place = () => placeHeatmap(overlay, image, box);
+  if (!place()) image.addEventListener("load", place);
+  window.addEventListener("resize", place);
+}
+
 (function () {
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
   const screen = document.getElementById("screen");
-  if (!screen) return; // the other pages need no script
+  if (!screen) return; // the other pages need no more script
 
   const $ = (id) => document.getElementById(id);
   const ui = JSON.parse(screen.dataset.ui);
@@ -166,7 +193,41 @@
     updateButtons();
   }
 
+  // ------------------------------------------------------------- heatmap over the analysed image (toggle)
+  const heatmap = $("heatmap");
+  let heatmapBox = null;
+
+  function hideHeatmap(available) {
+    heatmap.hidden = true;
+    $("heatmap-controls").hidden = !available;
+    $("heatmap-meaning").hidden = true;
+    $("heatmap-toggle").setAttribute("aria-pressed", "false");
+    $("heatmap-toggle").textContent = "Show where the model looked";
+  }
+
+  function offerHeatmap(rec) {
+    heatmapBox = rec.heatmap_url ? rec.heatmap_box : null;
+    heatmap.removeAttribute("src");
+    if (rec.heatmap_url) heatmap.dataset.src = rec.heatmap_url;
+    $("heatmap-meaning").textContent = rec.heatmap_meaning || "";
+    hideHeatmap(!!rec.heatmap_url);
+  }
+
+  function showHeatmap() {
+    if (!heatmap.getAttribute("src")) heatmap.src = heatmap.dataset.src;
+    const place = () => placeHeatmap(heatmap, shotImg, heatmapBox);
+    if (!place()) shotImg.addEventListener("load", place, { once: true });
+    heatmap.hidden = false;
+    $("heatmap-meaning").hidden = false;
+    $("heatmap-toggle").setAttribute("aria-pressed", "true");
+    $("heatmap-toggle").textContent = "Hide heatmap";
+  }
+
+  $("heatmap-toggle").addEventListener("click", () => (heatmap.hidden ? showHeatmap() : hideHeatmap(true)));
+  window.addEventListener("resize", () => { if (!heatmap.hidden && heatmapBox) placeHeatmap(heatmap, shotImg, heatmapBox); });
+
   function clearResult(stateName, title, sub) {
+    hideHeatmap(false);
     result.dataset.state = stateName;
     $("decision-icon").textContent = "";
     $("decision").textContent = title;
@@ -218,20 +279,25 @@
       $("bar-fill").style.width = Math.max(1, rec.malignant_probability * 100).toFixed(1) + "%";
       $("bar-threshold").style.left = (rec.threshold * 100).toFixed(1) + "%";
       $("prob-text").textContent = "Malignant probability " + rec.probability_text;
-      $("threshold-text").textContent = "threshold " + rec.threshold_text;
+      $("threshold-text").textContent = "threshold " + rec.threshold_text + " (" + rec.threshold_source_text + ")";
       $("prob").hidden = false;
       $("retake").hidden = true;
     } else {
-      $("decision-sub").textContent = "Quality check failed: no call was made.";
+      const outOfScope = rec.decision === "out_of_scope";
+      $("decision-sub").textContent = outOfScope ? "Not a dermoscopy image of a skin lesion: no call was made."
+        : "Quality check failed: no call was made.";
+      $("retake-title").textContent = outOfScope ? "Retake through the dermatoscope:" : "Fix this, then retake:";
       $("prob").hidden = true;
       const list = $("retake-list");
-      list.replaceChildren(...(rec.quality.messages || []).map((m) => {
+      const lines = outOfScope ? [ui.reasons[rec.decision]] : rec.quality.messages || [];
+      list.replaceChildren(...lines.map((m) => {
         const li = document.createElement("li");
         li.textContent = m;
         return li;
       }));
       $("retake").hidden = false;
     }
+    offerHeatmap(rec);
     $("result-links").hidden = false;
     $("result-detail").href = rec.detail_url;
     $("result-follow").hidden = !rec.follow_up_url;

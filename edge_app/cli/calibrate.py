@@ -1,0 +1,239 @@
+"""`edge-app calibrate LABELS.csv`: a decision threshold for this clinic's own dermatoscope.
+
+Runs the device path over a labelled set taken with the clinic's dermatoscope
+(`file,label[,lesion_id]`, labels benign / malignant) and proposes the threshold
+that keeps sensitivity at `--min-sensitivity` with the best specificity. Images
+the scope check flags get no verdict on the device, so they are left out (and
+counted). With fewer than 30 malignant cases (lesions where the CSV has
+`lesion_id`, else images) it refuses: the threshold would be noise.
+
+The threshold is chosen so that it reaches the target sensitivity in 80% of
+lesion-grouped bootstrap resamples of the set (not just on the set itself,
+which would promise too much for the next patients). The sensitivity and
+specificity it reports come with 95% bootstrap CIs (whole lesions resampled).
+
+`--apply` writes it to `<data_dir>/site_threshold.json` with the date, the
+set's sha256 and counts; the app uses it from its next screening and shows it
+("site-calibrated") on every result and record. `--reset` returns to the
+model's own threshold. Both are logged in `<data_dir>/audit.log`.
+
+    edge-app calibrate clinic_set/labels.csv                   # report only
+    edge-app calibrate clinic_set/labels.csv --apply           # put it in force
+    edge-app calibrate --reset
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .common import add_data_dir_arguments, add_model_arguments, load_classifier
+
+MIN_MALIGNANT = 30
+ASSURANCE = 0.80  # share of bootstrap resamples in which the threshold must reach the target sensitivity
+THRESHOLD_RESAMPLES = 200
+EXIT_REFUSED = 2
+EXIT_NO_MODEL = 3
+
+if TYPE_CHECKING:
+    import numpy as np
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("calibrate", help="propose (and --apply) a site threshold from a labelled set of this dermatoscope",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("labels", nargs="?", metavar="LABELS.csv", help="file,label[,lesion_id] of the clinic's own images")
+    p.add_argument("--root", help="folder the CSV's file paths are relative to (default: the CSV's folder)")
+    p.add_argument("--min-sensitivity", dest="min_sensitivity", type=float, default=0.90,
+                   help="sensitivity the threshold must keep (default 0.90)")
+    p.add_argument("--apply", action="store_true", help="write the threshold into this device's data directory")
+    p.add_argument("--reset", action="store_true", help="remove the site threshold: back to the model's own")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default 1000)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_model_arguments(p)
+    add_data_dir_arguments(p)
+    p.set_defaults(func=run)
+
+
+def set_sha256(csv_path: Path, root: Path, files: list[str]) -> str:
+    """sha256 over the CSV's bytes and every image's bytes, in the CSV's order: names the exact set used."""
+    h = hashlib.sha256(csv_path.read_bytes())
+    for file in files:
+        try:
+            h.update(hashlib.sha256((root / file).read_bytes()).digest())
+        except OSError:
+            h.update(b"unreadable:" + file.encode())
+    return h.hexdigest()
+
+
+def robust_threshold(y: np.ndarray, p: np.ndarray, groups: list | None, min_sensitivity: float, seed: int = 0) -> float:
+    """The threshold that reaches `min_sensitivity` in ASSURANCE of lesion-grouped bootstrap resamples:
+    the (1 - ASSURANCE) quantile of the per-resample thresholds (lower = more sensitive)."""
+    import numpy as np
+
+    from ..metrics import _group_members, choose_threshold
+
+    rng = np.random.default_rng(seed)
+    members = _group_members(groups, len(y))
+    picks = []
+    for _ in range(THRESHOLD_RESAMPLES):
+        if members is None:
+            idx = rng.integers(0, len(y), len(y))
+        else:
+            idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        if y[idx].min() == y[idx].max():
+            continue
+        picks.append(choose_threshold(y[idx], p[idx], min_sensitivity))
+    point = choose_threshold(y, p, min_sensitivity)
+    if not picks:
+        return point
+    return float(min(point, np.quantile(picks, 1.0 - ASSURANCE)))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import ConfigError, data_dir_setting
+
+    if args.reset and (args.labels or args.apply):
+        print("error: --reset takes no LABELS.csv and no --apply", file=sys.stderr)
+        return EXIT_REFUSED
+    if not args.reset and not args.labels:
+        print("error: give LABELS.csv to calibrate, or --reset to return to the model's threshold", file=sys.stderr)
+        return EXIT_REFUSED
+    if not 0.5 <= args.min_sensitivity < 1.0:
+        print(f"error: --min-sensitivity must be in [0.5, 1), got {args.min_sensitivity}", file=sys.stderr)
+        return EXIT_REFUSED
+    try:
+        data_dir = data_dir_setting(args.config, args.data_dir)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    if args.reset:
+        return _reset(data_dir)
+    return _calibrate(args, data_dir)
+
+
+def _reset(data_dir: Path) -> int:
+    from ..site import reset_site
+
+    had = reset_site(data_dir)
+    if had:
+        _audit(data_dir, "site_threshold_reset")
+    print("site threshold removed: the model's own threshold is in force" if had
+          else f"no site threshold under {data_dir}: the model's own threshold is already in force")
+    return 0
+
+
+def _calibrate(args: argparse.Namespace, data_dir: Path) -> int:
+    import numpy as np
+
+    try:
+        from ..metrics import evaluate
+    except ImportError as exc:
+        print(f"error: edge-app calibrate needs scikit-learn ({exc}): pip install 'edge-app[eval]'", file=sys.stderr)
+        return EXIT_NO_MODEL
+    from ..device_path import screen_files
+    from .evaluate import read_labels
+
+    csv_path = Path(args.labels)
+    root = Path(args.root) if args.root else csv_path.parent
+    try:
+        rows = read_labels(csv_path, "lesion_id")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    grouped = rows[0][2] is not None
+    malignant_cases = len({(g if grouped else i) for i, (_, label, g) in enumerate(rows) if label == 1})
+    unit = "lesions" if grouped else "images"
+    if malignant_cases < MIN_MALIGNANT:  # refuse before any work
+        print(f"error: {csv_path} has {malignant_cases} malignant {unit}; calibrating needs at least {MIN_MALIGNANT} "
+              "(a threshold from fewer would be noise): add cases and run again", file=sys.stderr)
+        return EXIT_REFUSED
+    classifier = load_classifier(args)
+    if classifier is None:
+        return EXIT_NO_MODEL
+    results, read, errors = screen_files(classifier, root, [f for f, _, _ in rows], desc="calibrate")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    scoped = [k for k, r in enumerate(results) if r.in_scope is not False]
+    used = [rows[read[k]] for k in scoped]
+    y = np.array([label for _, label, _ in used], int)
+    p = np.array([results[k].malignant_probability for k in scoped], np.float64)
+    groups = [g for _, _, g in used] if grouped else None
+    n_mal = len({(g if grouped else i) for i, (_, label, g) in enumerate(used) if label == 1})
+    if n_mal < MIN_MALIGNANT or y.min() == y.max():
+        print(f"error: only {n_mal} malignant {unit} remain readable and in scope (of {malignant_cases}); calibrating needs "
+              f"at least {MIN_MALIGNANT} and some benign ones", file=sys.stderr)
+        return EXIT_REFUSED
+    threshold = robust_threshold(y, p, groups, args.min_sensitivity)
+    expected = evaluate(y, p, threshold, n_boot=args.bootstrap, groups=groups)
+    at_model = evaluate(y, p, float(classifier.manifest.threshold), n_boot=args.bootstrap, groups=groups)
+    counts = {"images": len(rows), "used": len(used), "malignant_images": int(y.sum()), "benign_images": int(len(y) - y.sum()),
+              "malignant_cases": n_mal, "case_unit": unit, "unreadable": len(errors),
+              "out_of_scope": len(results) - len(scoped)}
+    if grouped:
+        counts["lesions"] = len(set(groups))
+    report = {
+        "threshold": round(threshold, 6), "min_sensitivity": args.min_sensitivity, "model_sha256": classifier.sha256,
+        "model_threshold": float(classifier.manifest.threshold), "labels_csv": str(csv_path.resolve()),
+        "set_sha256": set_sha256(csv_path, root, [f for f, _, _ in rows]), "counts": counts,
+        "expected": {k: expected[k] for k in ("sensitivity", "specificity", "auc", "confusion", "bootstrap")},
+        "at_model_threshold": {k: at_model[k] for k in ("sensitivity", "specificity", "confusion")},
+        "applied": False,
+    }
+    if args.apply:
+        report["applied"] = True
+        report["applied_at"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        report["site_file"] = str(_apply(data_dir, report))
+    print(json.dumps(report) if args.json else _human(report))
+    return 0
+
+
+def _apply(data_dir: Path, report: dict) -> Path:
+    from ..site import SiteThreshold, save_site
+
+    site = SiteThreshold(threshold=report["threshold"], model_sha256=report["model_sha256"], applied_at=report["applied_at"],
+                         set_sha256=report["set_sha256"], labels_csv=report["labels_csv"], counts=report["counts"],
+                         min_sensitivity=report["min_sensitivity"], expected=report["expected"])
+    path = save_site(data_dir, site)
+    _audit(data_dir, "site_threshold_applied", threshold=site.threshold, set_sha256=site.set_sha256,
+           model_sha256=site.model_sha256, counts=site.counts)
+    return path
+
+
+def _audit(data_dir: Path, event: str, **fields) -> None:
+    from ..store import ScreeningStore
+
+    store = ScreeningStore(data_dir)
+    try:
+        store.audit(event, **fields)
+    finally:
+        store.close()
+
+
+def _human(r: dict) -> str:
+    def ci(block: dict, key: str) -> str:
+        v = block[key]
+        return f"{v['value']:.3f} (95% CI {v['ci95'][0]:.3f}-{v['ci95'][1]:.3f})"
+
+    c, e = r["counts"], r["expected"]
+    lines = [
+        (f"site threshold {r['threshold']:.4f} for sensitivity >= {r['min_sensitivity']:.2f} "
+        f"(model's own threshold {r['model_threshold']:.4f})"),
+        (f"  set: {c['used']} images used of {c['images']} ({c['malignant_images']} malignant, {c['malignant_cases']} malignant "
+        f"{c['case_unit']}); {c['out_of_scope']} out of scope, {c['unreadable']} unreadable; sha256 {r['set_sha256'][:16]}..."),
+        (f"  expected sensitivity {ci(e, 'sensitivity')}, specificity {ci(e, 'specificity')}; CIs from "
+        f"{e['bootstrap']['resamples']} resamples of {e['bootstrap'].get('groups', c['used'])} {c['case_unit']}"),
+        (f"  at the model's own threshold: sensitivity {r['at_model_threshold']['sensitivity']['value']:.3f}, "
+        f"specificity {r['at_model_threshold']['specificity']['value']:.3f}"),
+    ]
+    if c["out_of_scope"] > 0.1 * c["images"]:
+        lines.append(f"  warning: the scope check flags {c['out_of_scope']} of {c['images']} images: this dermatoscope's "
+                     "images look unlike the training data; expect many 'out of scope' results")
+    lines.append(f"  applied: written to {r['site_file']}; the app uses it from its next screening" if r["applied"]
+                 else "  not applied: run again with --apply to put it in force")
+    return "\n".join(lines)

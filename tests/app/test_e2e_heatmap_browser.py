@@ -1,0 +1,120 @@
+"""In the browser (waitress + headless Chromium, 800x480): the heatmap behind its toggle on the result
+screen and on the detail page, the threshold in force, and an out-of-scope upload with no verdict.
+
+Runs the tiny scope model (features output + sidecar) so it does not depend on which model ships.
+Saves test-artifacts/ui-heatmap-800x480.png, ui-heatmap-detail.png and ui-out-of-scope-800x480.png.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import pytest
+
+from edge_app.training import ood_images
+from tests.app.conftest import ROOT
+from tests.app.test_e2e_browser import ARTIFACTS, CHROMIUM, free_port
+from tests.conftest import make_lesion_image
+
+SCOPE_MODEL = ROOT / "tests" / "fixtures" / "tiny_scope_fp16.tflite"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed (apt install chromium)")
+
+
+@pytest.fixture
+def scoped_server(tmp_path):
+    port = free_port()
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    env.pop("EDGE_APP_CONFIG", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_app.cli.serve", "--port", str(port), "--camera", "none",
+         "--data-dir", str(tmp_path / "data"), "--model", str(SCOPE_MODEL)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/healthz", timeout=1) as r:
+                if json.load(r)["healthy"]:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("edge-app serve did not become healthy:\n" + (proc.stdout.read() if proc.stdout else ""))
+        time.sleep(0.1)
+    yield base, tmp_path
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_scope(scoped_server):
+    from playwright.sync_api import expect, sync_playwright
+
+    base, tmp_path = scoped_server
+    ARTIFACTS.mkdir(exist_ok=True)
+    lesion, text = tmp_path / "lesion.jpg", tmp_path / "form.jpg"
+    cv2.imwrite(str(lesion), make_lesion_image(160, 120, seed=5002))
+    cv2.imwrite(str(text), ood_images.text(3))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 800, "height": 480})
+            errors: list[str] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.goto(base + "/")
+            expect(page.locator("#threshold-text")).to_contain_text("model default")
+
+            page.set_input_files("#upload", str(lesion))
+            expect(page.locator("#result")).to_have_attribute("data-state", re.compile("benign|malignant"), timeout=15_000)
+            toggle = page.locator("#heatmap-toggle")
+            expect(toggle).to_be_visible()
+            expect(page.locator("#heatmap")).to_be_hidden()
+            toggle.click()
+            expect(toggle).to_have_attribute("aria-pressed", "true")
+            overlay, image = page.locator("#heatmap"), page.locator("#shot")
+            expect(overlay).to_be_visible()
+            page.wait_for_function("document.getElementById('heatmap').complete && document.getElementById('shot').naturalWidth > 0")
+            o, i = overlay.bounding_box(), image.bounding_box()
+            assert o["width"] > 20 and o["height"] == pytest.approx(o["width"], abs=2)  # the analysed square
+            assert o["y"] >= i["y"] - 1 and o["y"] + o["height"] <= i["y"] + i["height"] + 1  # over the analysed image
+            expect(page.locator("#heatmap-meaning")).to_contain_text("not a diagnosis")
+            page.screenshot(path=str(ARTIFACTS / "ui-heatmap-800x480.png"))
+            toggle.click()
+            expect(overlay).to_be_hidden()
+
+            page.click("#result-detail")
+            detail = page.locator("#detail-heatmap .heatmap-overlay")
+            expect(detail).to_be_visible()
+            d, under = detail.bounding_box(), page.locator("#detail-heatmap .heatmap-base").bounding_box()
+            assert d["width"] > 50 and d["height"] == pytest.approx(d["width"], abs=2)  # the analysed square
+            assert under["x"] - 1 <= d["x"] and d["x"] + d["width"] <= under["x"] + under["width"] + 1  # over its image
+            expect(page.locator("#detail-heatmap figcaption")).to_contain_text("not the lesion's outline")
+            expect(page.locator(".prob-line")).to_contain_text("threshold in force")
+            expect(page.locator(".prob-line")).to_contain_text("model default")
+            page.screenshot(path=str(ARTIFACTS / "ui-heatmap-detail.png"), full_page=True)
+
+            page.goto(base + "/")
+            page.set_input_files("#upload", str(text))
+            expect(page.locator("#result")).to_have_attribute("data-state", "none", timeout=15_000)
+            expect(page.locator("#decision")).to_contain_text("not dermoscopy")
+            expect(page.locator("#retake-list")).to_contain_text("does not look like a dermoscopy image")
+            expect(page.locator("#prob")).to_be_hidden()  # no probability bar, no verdict
+            expect(page.locator("#heatmap-controls")).to_be_hidden()
+            page.screenshot(path=str(ARTIFACTS / "ui-out-of-scope-800x480.png"))
+            assert not [e for e in errors if "Content Security Policy" in e], errors
+        finally:
+            browser.close()

@@ -1,0 +1,139 @@
+"""Scope check and heatmap on the device: the tiny scope model (features output + sidecar) and an old model without them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_app import explain, scope
+from edge_app.runtime import Classifier, ModelError
+from edge_app.training import ood_images
+from tests.conftest import make_lesion_image
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SCOPE_MODEL = FIXTURES / "tiny_scope_fp16.tflite"
+OLD_MODEL = FIXTURES / "tiny_fp16.tflite"
+
+
+@pytest.fixture(scope="module")
+def scoped() -> Classifier:
+    return Classifier(SCOPE_MODEL, num_threads=1)
+
+
+@pytest.fixture
+def scope_copy(tmp_path) -> Path:
+    for suffix in (".tflite", ".json", ".aux.npz"):
+        shutil.copy(FIXTURES / f"tiny_scope_fp16{suffix}", tmp_path / f"tiny_scope_fp16{suffix}")
+    return tmp_path / "tiny_scope_fp16.tflite"
+
+
+def test_a_model_without_features_or_sidecar_loads_and_gives_a_verdict_with_scope_unknown():
+    clf = Classifier(OLD_MODEL, num_threads=1)
+    result = clf.classify(make_lesion_image())
+    assert not clf.has_scope
+    assert result.in_scope is None and result.scope_score is None
+    assert result.decision in ("benign", "malignant")
+    assert result.to_dict()["in_scope"] is None and "explain" not in result.to_dict()
+    with pytest.raises(ModelError, match="no heatmap head"):
+        clf.explain(np.zeros((2, 2, 8), np.float32), make_lesion_image())
+
+
+def test_generated_out_of_scope_images_get_no_verdict_and_keep_their_probability(scoped):
+    for kind, frame in ood_images.generate(per_kind=3, seed=5):
+        result = scoped.classify(frame)
+        assert result.in_scope is False, kind
+        assert result.decision == "out_of_scope", kind
+        assert result.scope_score > result.scope_threshold
+        assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-3)  # kept for audit
+
+
+def test_a_lesion_photographed_from_a_distance_without_a_dermatoscope_is_out_of_scope(scoped):
+    lesion = make_lesion_image(160, 120, seed=5002, vignette=True)
+    assert scoped.classify(lesion).in_scope is True
+    for seed in range(3):
+        photo = ood_images.lesion_on_skin(seed, lesion, fraction=0.2)
+        assert photo.shape[0] < photo.shape[1]  # a landscape phone-like frame
+        assert scoped.classify(photo).decision == "out_of_scope"
+
+
+def test_dermoscopy_like_frames_are_in_scope_and_get_a_verdict(scoped):
+    results = [scoped.classify(make_lesion_image(160, 120, seed=s, vignette=s % 2 == 0)) for s in range(5000, 5020)]
+    assert sum(r.in_scope for r in results) >= 18
+    for r in results:
+        if r.in_scope:
+            assert r.decision == ("malignant" if r.malignant_probability >= r.threshold else "benign")
+
+
+def test_the_heatmap_map_averages_to_the_models_own_logit(scoped):
+    """CAM cells are exact contributions: their mean is log(p_malignant / p_benign) (temperature included)."""
+    result = scoped.classify(make_lesion_image(seed=3), explain=True)
+    cam = np.asarray(result.explain["cam"])
+    assert cam.shape == tuple(scoped.manifest.explain["feature_shape"][:2])
+    p = result.probabilities
+    assert cam.mean() == pytest.approx(np.log(p["malignant"] / p["benign"]), abs=0.02)
+    x0, y0, x1, y1 = result.explain["box"]
+    assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1
+    assert "explain" in result.timings_ms
+
+
+def test_heatmap_overlay_is_red_where_evidence_raised_the_score_and_clear_where_there_is_none():
+    cam = np.zeros((4, 4), np.float32)
+    cam[0, 0], cam[3, 3] = 3.0, -3.0
+    out = explain.overlay(cam, side=64)
+    assert out.shape == (64, 64, 4)
+    assert out[2, 2, 2] > out[2, 2, 0] and out[2, 2, 3] > 100  # top-left: red (BGR), opaque
+    assert out[61, 61, 0] > out[61, 61, 2] and out[61, 61, 3] > 100  # bottom-right: blue
+    assert out[32, 5, 3] < 30  # no evidence: nearly transparent
+    png = cv2.imdecode(np.frombuffer(explain.overlay_png(cam), np.uint8), cv2.IMREAD_UNCHANGED)
+    assert png.shape == (explain.OVERLAY_SIDE, explain.OVERLAY_SIDE, 4)
+
+
+def test_a_sidecar_that_does_not_match_the_manifest_is_refused(scope_copy):
+    aux = scope_copy.with_name("tiny_scope_fp16.aux.npz")
+    data = bytearray(aux.read_bytes())
+    data[-10] ^= 0xFF
+    aux.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sidecar .* does not match its manifest"):
+        Classifier(scope_copy)
+
+
+def test_a_missing_sidecar_is_refused_with_what_to_do(scope_copy):
+    scope_copy.with_name("tiny_scope_fp16.aux.npz").unlink()
+    with pytest.raises(ModelError, match="sidecar .* not found; restore it"):
+        Classifier(scope_copy)
+
+
+def test_a_scope_golden_score_mismatch_refuses_to_serve(scope_copy):
+    mpath = scope_copy.with_suffix(".json")
+    data = json.loads(mpath.read_text())
+    data["selftest"]["cases"][2]["scope_score"] += 5.0
+    mpath.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="golden scope self-test"):
+        Classifier(scope_copy)
+
+
+def test_scope_threshold_flags_the_chosen_share_of_calibration_images():
+    rng = np.random.default_rng(0)
+    train = rng.gamma(2.0, 1.0, (400, 4, 4, 12)).astype(np.float32)
+    val = rng.gamma(2.0, 1.0, (300, 4, 4, 12)).astype(np.float32)
+    model = scope.fit(train, n_components=8)
+    cal = scope.calibrate(model, val, max_flagged=0.03, margin=0.01)
+    assert cal["val_flagged"] <= 0.02 and cal["n_val"] == 300
+    far = val + 4.0  # everything shifted: all out
+    assert np.all(model.score(far) > model.threshold)
+    restored = scope.ScopeModel.from_arrays(model.to_arrays())
+    assert np.allclose(restored.score(val[:5]), model.score(val[:5]), rtol=1e-5)
+
+
+def test_edge_bench_times_the_heatmap_as_stage_explain_beside_the_total(capsys):
+    from edge_app.bench import main as bench
+
+    assert bench(["--model", str(SCOPE_MODEL), "--runs", "5", "--warmup", "1", "--frame", "320x240", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)["results"][0]
+    assert res["stages"]["explain"]["count"] == 5 and res["stages"]["explain"]["p50"] > 0
+    assert res["explain_share_of_total"] == pytest.approx(res["stages"]["explain"]["p50"] / res["stages"]["total"]["p50"], abs=2e-3)

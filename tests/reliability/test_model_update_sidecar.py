@@ -1,0 +1,61 @@
+"""Model bundles carry the scope check + heatmap sidecar: installed with the model, verified against
+its manifest, refused when missing or altered."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from edge_app.bundle import CARD_NAME, BundleError, model_files_for, write_bundle
+from edge_app.model_store import ModelStore
+from edge_app.training import ood_images
+from tests.reliability.bundles import make_keys, rezip
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture
+def scoped_bundle(tmp_path) -> tuple[Path, Path]:
+    """(signed bundle of the tiny scope model, trusted-keys folder)."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for suffix in (".tflite", ".json", ".aux.npz"):
+        shutil.copy(FIXTURES / f"tiny_scope_fp16{suffix}", src / f"tiny_scope_fp16{suffix}")
+    (src / CARD_NAME).write_text("# Model card\n\nTiny scope test model.\n")
+    private, trusted = make_keys(tmp_path)
+    bundle = tmp_path / "scoped.zip"
+    write_bundle(model_files_for(src / "tiny_scope_fp16.tflite"), bundle, private)
+    return bundle, trusted
+
+
+def test_a_bundle_with_a_sidecar_installs_and_the_installed_model_has_its_scope_check(tmp_path, scoped_bundle):
+    bundle, trusted = scoped_bundle
+    models = ModelStore(tmp_path / "data", FIXTURES / "tiny_fp16.tflite")
+    installed = models.install(bundle, trusted)
+    assert (models.dir / installed.id / "tiny_scope_fp16.aux.npz").is_file()
+    classifier, in_force = models.load_for_serving(num_threads=1)
+    assert in_force.source == "installed" and classifier.has_scope
+    assert classifier.classify(ood_images.flat(1)).decision == "out_of_scope"
+
+
+def test_making_a_bundle_without_the_sidecar_its_manifest_names_is_refused(tmp_path, scoped_bundle):
+    src = tmp_path / "src"
+    (src / "tiny_scope_fp16.aux.npz").unlink()
+    with pytest.raises(ValueError, match="aux.npz not found"):
+        model_files_for(src / "tiny_scope_fp16.tflite")
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda f: {k: (v[:-9] + b"X" + v[-8:] if k.endswith(".aux.npz") else v) for k, v in f.items()}, "does not match its manifest"),
+    (lambda f: {k: v for k, v in f.items() if not k.endswith(".aux.npz")}, "lacks tiny_scope_fp16.aux.npz"),
+], ids=["altered", "missing"])
+def test_a_bundle_whose_sidecar_is_altered_or_missing_is_refused(tmp_path, scoped_bundle, change, words):
+    bundle, trusted = scoped_bundle
+    models = ModelStore(tmp_path / "data", FIXTURES / "tiny_fp16.tflite")
+    bad = rezip(bundle, tmp_path / "bad.zip", change)
+    with pytest.raises(BundleError) as exc:
+        models.install(bad, trusted)
+    assert exc.value.step == "sha256" and words in str(exc.value)
+    assert models.target("current") is None
