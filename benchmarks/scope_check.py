@@ -63,7 +63,10 @@ class IntermediateFeatures:
         self.calibration = scope.calibrate(self.model, feats(val_images), SCOPE_MAX_FLAGGED, SCOPE_MARGIN)
 
     def features(self, frame: np.ndarray) -> np.ndarray:
-        self.it.set_tensor(self.inp, self.clf.preprocessor.run(frame).tensor[None])
+        from edge_app.images import reduce_to
+
+        # as the device path does: shrink to what the model needs, then the six stages
+        self.it.set_tensor(self.inp, self.clf.preprocessor.run(reduce_to(frame, self.clf.decode_min_side)).tensor[None])
         self.it.invoke()
         return self.it.get_tensor(self.fmap)[0]
 
@@ -72,6 +75,7 @@ class IntermediateFeatures:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from edge_app.device_path import screen_image
     from edge_app.images import read_image
     from edge_app.runtime import Classifier
     from edge_app.training import ood_images
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = {s: read_rows(REPO / "models" / "splits" / f"{s}.csv") for s in ("val", "test")}
     if clf.has_scope:
         def in_scope(frame):
-            return clf.classify(frame).in_scope
+            return screen_image(clf, frame).classification.in_scope
         how = {"scope": clf.manifest.scope}
     elif args.intermediate:
         held = {r["file"] for rows in splits.values() for r in rows}
