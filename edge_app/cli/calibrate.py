@@ -12,6 +12,10 @@ lesion-grouped bootstrap resamples of the set (not just on the set itself,
 which would promise too much for the next patients). The sensitivity and
 specificity it reports come with 95% bootstrap CIs (whole lesions resampled).
 
+The model is the one the app serves from the data directory (an installed
+bundle, else the packaged model) unless `--model` names another; a site
+threshold only ever applies to the model it was made for.
+
 `--apply` writes it to `<data_dir>/site_threshold.json` with the date, the
 set's sha256 and counts; the app uses it from its next screening and shows it
 ("site-calibrated") on every result and record. `--reset` returns to the
@@ -55,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reset", action="store_true", help="remove the site threshold: back to the model's own")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default 1000)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
-    add_model_arguments(p)
+    add_model_arguments(p)  # default here: the model the app serves from the data directory
     add_data_dir_arguments(p)
     p.set_defaults(func=run)
 
@@ -153,7 +157,7 @@ def _calibrate(args: argparse.Namespace, data_dir: Path) -> int:
         print(f"error: {csv_path} has {malignant_cases} malignant {unit}; calibrating needs at least {MIN_MALIGNANT} "
               "(a threshold from fewer would be noise): add cases and run again", file=sys.stderr)
         return EXIT_REFUSED
-    classifier = load_classifier(args)
+    classifier = load_classifier(args) if args.model else _model_in_force(args, data_dir)
     if classifier is None:
         return EXIT_NO_MODEL
     results, read, errors = screen_files(classifier, root, [f for f, _, _ in rows], desc="calibrate")
@@ -191,6 +195,22 @@ def _calibrate(args: argparse.Namespace, data_dir: Path) -> int:
         report["site_file"] = str(_apply(data_dir, report))
     print(json.dumps(report) if args.json else _human(report))
     return 0
+
+
+def _model_in_force(args: argparse.Namespace, data_dir: Path):
+    """The model the app serves from this data directory (an installed bundle, else the packaged model),
+    so that the site threshold is made for it; None after printing why it cannot be loaded."""
+    from ..config import ConfigError, maintenance_setting
+    from ..model_store import ModelStore
+    from ..runtime import ModelError
+
+    try:
+        classifier, in_force = ModelStore(data_dir, maintenance_setting("model", args.config)).load_for_serving(args.threads)
+    except (ModelError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    print(f"calibrating model {classifier.manifest.version} ({classifier.sha256[:12]}..., {in_force.source})", file=sys.stderr)
+    return classifier
 
 
 def _apply(data_dir: Path, report: dict) -> Path:

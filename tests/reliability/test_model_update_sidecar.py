@@ -59,3 +59,29 @@ def test_a_bundle_whose_sidecar_is_altered_or_missing_is_refused(tmp_path, scope
         models.install(bad, trusted)
     assert exc.value.step == "sha256" and words in str(exc.value)
     assert models.target("current") is None
+
+
+def test_calibrate_without_model_uses_the_model_the_app_serves_and_the_app_keeps_its_threshold(tmp_path, scoped_bundle,
+                                                                                                 monkeypatch, capsys):
+    import json
+
+    from edge_app.cli import main
+    from edge_app.site import SITE_FILE
+    from tests.core.test_calibrate_and_scope_cli import _write_set
+
+    bundle, trusted = scoped_bundle
+    data = tmp_path / "data"
+    models = ModelStore(data, FIXTURES / "tiny_fp16.tflite")
+    installed = models.install(bundle, trusted)
+    monkeypatch.setenv("EDGE_APP_MODEL", str(FIXTURES / "tiny_fp16.tflite"))  # the packaged model is another one
+    labels = _write_set(tmp_path / "clinic", malignant_lesions=36, benign_lesions=24)
+    assert main(["calibrate", str(labels), "--apply", "--json", "--bootstrap", "50", "--data-dir", str(data)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model_sha256"] == installed.model_sha256
+    classifier, _ = models.load_for_serving(num_threads=1)
+    from edge_app.site import SiteWatcher
+
+    watcher = SiteWatcher(data)
+    watcher.refresh(classifier)
+    assert watcher.problem is None and classifier.threshold_in_force() == (report["threshold"], "site")
+    assert json.loads((data / SITE_FILE).read_text())["model_sha256"] == classifier.sha256
