@@ -16,6 +16,7 @@ from flask import request, url_for
 
 from ..decisions import LABELS, NO_VERDICT_REASONS, is_verdict
 from ..explain import MEANING as HEATMAP_MEANING
+from ..explain import MEANING_SHORT as HEATMAP_MEANING_SHORT
 from ..quality import FLAG_HINTS, FLAG_MESSAGES
 from ..store import RecordNotFound, ScreeningRecord, is_record_id
 from . import get_service
@@ -81,6 +82,7 @@ def record_json(record: ScreeningRecord) -> dict[str, Any]:
     shown = bool(record.explain) and d["verdict"]
     d["heatmap_url"] = url_for("api.heatmap", record_id=record.id) if shown else None
     d["heatmap_meaning"] = HEATMAP_MEANING if shown else None
+    d["heatmap_meaning_short"] = HEATMAP_MEANING_SHORT if shown else None  # the result screen's one line
     d["heatmap_box"] = record.explain.get("box", [0.0, 0.0, 1.0, 1.0]) if shown else None
     d["image_url"] = url_for("api.image", record_id=record.id)
     d["thumbnail_url"] = url_for("api.image", record_id=record.id, size="thumb")

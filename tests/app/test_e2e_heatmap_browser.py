@@ -91,7 +91,9 @@ def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_
             o, i = overlay.bounding_box(), image.bounding_box()
             assert o["width"] > 20 and o["height"] == pytest.approx(o["width"], abs=2)  # the analysed square
             assert o["y"] >= i["y"] - 1 and o["y"] + o["height"] <= i["y"] + i["height"] + 1  # over the analysed image
-            expect(page.locator("#heatmap-meaning")).to_contain_text("not a diagnosis")
+            expect(page.locator("#heatmap-meaning")).to_contain_text("not the lesion's outline or a diagnosis")
+            links = page.locator("#result-detail").bounding_box()
+            assert links["y"] + links["height"] <= 480, "the result's links must stay on the 800x480 screen"
             page.screenshot(path=str(ARTIFACTS / "ui-heatmap-800x480.png"))
             toggle.click()
             expect(overlay).to_be_hidden()

@@ -209,7 +209,8 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     heatmapBox = rec.heatmap_url ? rec.heatmap_box : null;
     heatmap.removeAttribute("src");
     if (rec.heatmap_url) heatmap.dataset.src = rec.heatmap_url;
-    $("heatmap-meaning").textContent = rec.heatmap_meaning || "";
+    $("heatmap-meaning").textContent = rec.heatmap_meaning_short || "";
+    $("heatmap-meaning").title = rec.heatmap_meaning || "";
     hideHeatmap(!!rec.heatmap_url);
   }
 
