@@ -117,6 +117,16 @@ def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_
             expect(page.locator("#prob")).to_be_hidden()  # no probability bar, no verdict
             expect(page.locator("#heatmap-controls")).to_be_hidden()
             page.screenshot(path=str(ARTIFACTS / "ui-out-of-scope-800x480.png"))
+            phone = browser.new_page(viewport={"width": 390, "height": 844})  # the phone layout: result under its image
+            phone.goto(base + "/")
+            phone.set_input_files("#upload", str(lesion))
+            expect(phone.locator("#heatmap-toggle")).to_be_visible(timeout=15_000)
+            assert phone.locator("#heatmap-toggle").bounding_box()["height"] >= 44
+            phone.click("#heatmap-toggle")
+            expect(phone.locator("#heatmap")).to_be_visible()
+            o, i = phone.locator("#heatmap").bounding_box(), phone.locator("#shot").bounding_box()
+            assert i["x"] - 1 <= o["x"] and o["x"] + o["width"] <= i["x"] + i["width"] + 1
+            assert phone.evaluate("document.documentElement.scrollWidth") <= 390
             assert not [e for e in errors if "Content Security Policy" in e], errors
         finally:
             browser.close()
