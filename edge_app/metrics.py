@@ -124,3 +124,58 @@ def evaluate(y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_bo
         "threshold": float(threshold),
         "confusion": op["confusion"],
     }
+
+
+def choose_threshold_per_group(y_true: np.ndarray, p_malignant: np.ndarray, groups: np.ndarray | list,
+                               min_sensitivity: float = DEFAULT_MIN_SENSITIVITY) -> tuple[float, dict[str, float]]:
+    """The highest threshold at which sensitivity >= `min_sensitivity` holds in *every* group (e.g. each
+    validation dataset), not only on the pool: the lowest of the groups' own thresholds.
+
+    Groups without a malignant case give no constraint. Returns (threshold, each group's own threshold).
+    """
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(p_malignant, dtype=np.float64)
+    g = np.asarray(groups)
+    own: dict[str, float] = {}
+    for name in dict.fromkeys(g.tolist()):
+        m = g == name
+        if y[m].sum() == 0:
+            continue
+        own[str(name)] = choose_threshold(y[m], p[m], min_sensitivity) if len(set(y[m].tolist())) == 2 else float(p[m][y[m] == 1].min())
+    if not own:
+        raise ValueError("no group has a malignant case: the threshold cannot be chosen")
+    return min(own.values()), own
+
+
+def expected_calibration_error(y_true: np.ndarray, p_malignant: np.ndarray, bins: int = 10) -> float:
+    """ECE with equal-width bins on P(malignant): sum over bins of |mean p - observed rate| x bin share."""
+    y = np.asarray(y_true).astype(float)
+    p = np.asarray(p_malignant, dtype=np.float64)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = idx == b
+        if m.any():
+            ece += m.mean() * abs(p[m].mean() - y[m].mean())
+    return float(ece)
+
+
+def reliability(y_true: np.ndarray, p_malignant: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Per bin: mean predicted P(malignant), observed malignant rate, count (the reliability diagram)."""
+    y = np.asarray(y_true).astype(float)
+    p = np.asarray(p_malignant, dtype=np.float64)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    return [{"bin": b, "mean_p": float(p[idx == b].mean()), "observed": float(y[idx == b].mean()), "n": int((idx == b).sum())}
+            for b in range(bins) if (idx == b).any()]
+
+
+def fit_platt(y_true: np.ndarray, logit_diff: np.ndarray) -> tuple[float, float]:
+    """Platt scaling on validation: P(malignant) = sigmoid(a * d + b), d = logit(malignant) - logit(benign).
+
+    Fitted by (unregularised) logistic regression; a > 0 keeps the ranking, so AUC is unchanged.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    d = np.asarray(logit_diff, dtype=np.float64).reshape(-1, 1)
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(d, np.asarray(y_true).astype(int))
+    return float(lr.coef_[0, 0]), float(lr.intercept_[0])

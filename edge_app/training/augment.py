@@ -62,23 +62,30 @@ class Batches(keras.utils.PyDataset):
                  sample_weight=None, params: AugmentParams | None = None, seed: int = 0, **kw):
         super().__init__(**kw)
         self.x, self.y, self.sw = x, y, sample_weight
+        self.passes = x.shape[0] if x.ndim == 5 else 0  # (P, N, S, S, 3): one device-augmented pass per epoch
         self.batch_size, self.augment, self.shuffle = batch_size, augment, shuffle
         self.params = params or AugmentParams()
         self.seed, self.epoch = seed, 0
-        self.order = np.arange(len(x))
+        self.order = np.arange(self._n)
         self.on_epoch_end()
 
     def __len__(self) -> int:
-        return int(np.ceil(len(self.x) / self.batch_size))
+        return int(np.ceil(self._n / self.batch_size))
+
+    @property
+    def _n(self) -> int:
+        return self.x.shape[1] if self.passes else len(self.x)
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self.order = np.random.default_rng(self.seed + self.epoch).permutation(len(self.x))
+            self.order = np.random.default_rng(self.seed + self.epoch).permutation(self._n)
         self.epoch += 1
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        xb = self.x[idx]
+        xb = self.x[(self.epoch - 1) % self.passes][np.sort(idx)] if self.passes else self.x[idx]
+        if self.passes:
+            idx = np.sort(idx)
         if self.augment:
             rng = np.random.default_rng([self.seed, self.epoch, i])
             xb = np.stack([augment_image(v, rng, self.params) for v in xb])

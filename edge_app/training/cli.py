@@ -1,6 +1,6 @@
 """`edge-train`: the training module's one command.
 
-    edge-train all --preset cpu --data ../shared/data/ham10000
+    edge-train all --preset cpu --data ../shared/data
 
 runs every step in order into a new run folder `runs/<timestamp>/` and ships
 `models/student_fp16.tflite` + `.json` + `MODEL_CARD.md`. Each step can also be
@@ -31,15 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("step", choices=("all",) + STEPS + EXTRA_STEPS, help="one step, or all of them in order ("
                     + ", ".join(EXTRA_STEPS) + ": not part of all)")
     ap.add_argument("--preset", default="cpu", help="cpu | paper | paper-small | tiny")
-    ap.add_argument("--data", default="../shared/data/ham10000", help="dataset folder with labels.csv (file,label[,lesion_id,...])")
+    ap.add_argument("--data", default="../shared/data", help="folder holding the datasets named by the preset's `datasets` "
+                    "(each <name>/labels.csv: file,label[,lesion_id,dx,dx_type,...])")
     ap.add_argument("--weights-dir", default="../shared/weights", help="ImageNet EfficientNet-Lite .npz files")
     ap.add_argument("--weights", default=None, help="paper preset: folder of <backbone>.weights.h5 files (else random init)")
     ap.add_argument("--run-dir", default=None, help="continue this run folder (default: a new runs/<timestamp>/)")
     ap.add_argument("--models-dir", default="models", help="where the shipped model, card and plots go")
     ap.add_argument("--cache-dir", default="cache", help="preprocessed tensors and backbone features")
     ap.add_argument("--cross-data", action="append", default=None, metavar="DIR",
-                    help="another labelled dataset to evaluate the shipped model on (repeatable; default: every folder beside "
-                         "--data that has a labels.csv; 'none' for no cross-dataset check)")
+                    help="another labelled dataset (not trained on) to evaluate the shipped model on, at the shipped threshold "
+                         "(repeatable; default: none)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")
     return ap
 
@@ -75,11 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cross_data(args: argparse.Namespace) -> list[Path]:
-    from .pipeline import sibling_datasets
-
-    if args.cross_data is None:
-        return sibling_datasets(Path(args.data)) if Path(args.data).is_dir() else []
-    dirs = [Path(d) for d in args.cross_data if d != "none"]
+    dirs = [Path(d) for d in (args.cross_data or []) if d != "none"]
     for d in dirs:
         if not (d / "labels.csv").is_file():
             raise SystemExit(f"--cross-data {d}: no labels.csv there (columns file,label[,lesion_id])")
@@ -96,6 +93,7 @@ def _steps():
         "teacher-compare": lambda run: p.step_teacher_compare(run),
         "student-ce": lambda run: p.step_student(run, kd=False),
         "student-kd": lambda run: p.step_student(run, kd=True),
+        "ablation": p.step_ablation,
         "export": lambda run: p.step_export(run),
         "evaluate": lambda run: p.step_evaluate(run),
         "card": lambda run: p.step_card(run),

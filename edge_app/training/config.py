@@ -6,19 +6,23 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 # `edge-train all` runs these in order (here, below the command and the card that both name them)
-STEPS = ("split", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "export", "evaluate", "card")
+STEPS = ("split", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "ablation", "export", "evaluate", "card")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "cpu"
-    # data
+    # data: one or more staged datasets under --data-root, each split on its own (grouped by lesion)
+    datasets: tuple[str, ...] = ("ham10000", "isic_archive")
+    dataset_share: tuple[str, ...] = ("isic_archive:0.25",)  # share of the loss weight per dataset (rest: even)
+    follow_up_share: float = 0.3  # HAM10000 follow-up nevi: this share of HAM's benign weight, whatever their count
+    augment_passes: int = 6  # device-augmented copies of the training split (before the pipeline); epochs cycle through them
     size: int = 128  # student input = preprocessor size
     split_seed: int = 0
     split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
     # teacher: each backbone fine-tuned (or frozen), its pooled features cached once; heads + fusion on top
     teacher_family: str = "lite"  # "lite" (../shared/weights) or "paper" (keras.applications)
-    teacher_backbones: tuple[str, ...] = ("lite0", "lite1", "lite2")
+    teacher_backbones: tuple[str, ...] = ("lite0", "lite1", "lite2")  # () = no teacher (teacher and KD steps skipped)
     teacher_size: int = 128  # backbone input: the cached student-size tensor resized to this
     teacher_tiny: bool = False  # paper family: reduced members (smoke tests)
     teacher_train: str = "finetune"  # "finetune" (Lite: late stages; paper family: whole net) or "frozen"
@@ -32,9 +36,10 @@ class TrainConfig:
     student_blocks: int = 7  # Lite0 blocks kept (7 = up to the first 80-channel block)
     student_head: int = 256
     student_init: str = "imagenet"  # "imagenet" (Lite0 trunk) or "random"
-    student_freeze: int = 3  # stem + this many first blocks frozen (CPU time; 0 = train all)
-    epochs: int = 10
-    batch_size: int = 64
+    student_freeze: int = 0  # stem + this many first blocks frozen (CPU time; 0 = train all)
+    dx_weight: float = 0.5  # auxiliary 7-class diagnosis head: its loss weight (0 = no head)
+    epochs: int = 24
+    batch_size: int = 128
     lr: float = 2e-3
     # distillation (alpha=1 would be plain CE). With kd_grid set, each (alpha, T) pair is trained for
     # kd_grid_epochs (0: the full schedule), the best on validation AUC is kept and, if the grid was
@@ -47,8 +52,13 @@ class TrainConfig:
     size_study: tuple[int, ...] = (96, 128, 160)
     size_study_epochs: int = 3
     size_study_images: int = 100
-    # threshold
+    # retrained preprocessing ablation (`edge-train ablation`): student retrained without each stage
+    ablation_stages: tuple[str, ...] = ("crop", "dehair", "denoise", "contrast", "normalize")
+    ablation_epochs: int = 6
+    ablation_passes: int = 2
+    # threshold: sensitivity >= min_sensitivity on each validation dataset separately; Platt calibration on validation
     min_sensitivity: float = 0.90
+    calibration: str = "platt"  # "platt" | "none"
     n_boot: int = 1000
     seed: int = 0
 
@@ -82,16 +92,20 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # 2-core CPU: three ImageNet EfficientNet-Lites (frozen, features cached) fused; distilled student.
-    "cpu": TrainConfig(),
+    # Model v3: HAM10000 + ISIC archive, device augmentation before the pipeline, whole trunk trained, 7-class aux head,
+    # per-source threshold, Platt calibration. No teacher: the fused Lite teacher scored below the student (v2 card).
+    "cpu": TrainConfig(compare_teacher="", teacher_backbones=()),
+    # v2's recipe: fused fine-tuned Lite teacher + paper-small comparison, distillation grid
+    "kd": TrainConfig(preset="kd"),
     # The paper's families. No ImageNet weights reachable here: random init unless --weights DIR.
-    "paper": TrainConfig(preset="paper", teacher_family="paper", compare_teacher="cpu", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
+    "paper": TrainConfig(preset="paper", teacher_family="paper", compare_teacher="kd", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
                          teacher_size=224),
     # The paper's families, reduced (ResNet50V2, ConvNeXtTiny, 2-layer ViT) at 64 px, trained from scratch: runnable on a CPU.
-    "paper-small": TrainConfig(preset="paper-small", teacher_family="paper", compare_teacher="cpu", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
+    "paper-small": TrainConfig(preset="paper-small", teacher_family="paper", compare_teacher="kd", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
                                teacher_size=64, teacher_tiny=True, teacher_epochs=2, teacher_lr=1e-3),
     # CI smoke test: a few dozen images, tiny sizes, one epoch.
-    "tiny": TrainConfig(preset="tiny", size=32, compare_teacher="", split_fractions=(0.5, 0.25, 0.25), teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
+    "tiny": TrainConfig(preset="tiny", size=32, compare_teacher="", augment_passes=2, ablation_stages=("dehair",), ablation_epochs=1,
+                        ablation_passes=1, split_fractions=(0.5, 0.25, 0.25), teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
                         teacher_epochs=1, student_blocks=3, student_head=16, student_freeze=1, epochs=1, batch_size=16,
                         kd_grid=((0.7, 2.0), (0.3, 4.0)), kd_grid_epochs=1, n_boot=20,
                         size_study=(24, 32), size_study_epochs=1, size_study_images=4),

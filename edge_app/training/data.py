@@ -20,6 +20,12 @@ from ..preprocess import Preprocessor
 
 LABELS = ("benign", "malignant")
 SPLITS = ("train", "val", "test")
+# the 7 HAM10000 diagnoses (auxiliary head); other datasets' names mapped onto them, "" = unknown
+DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
+MALIGNANT_DX = ("akiec", "bcc", "mel")
+DX_ALIASES = {"melanoma": "mel", "nevus": "nv", "basal cell carcinoma": "bcc", "actinic keratosis": "akiec",
+              "seborrheic keratosis": "bkl", "pigmented benign keratosis": "bkl", "dermatofibroma": "df", "vascular lesion": "vasc"}
+SOURCE_COLUMNS = ("file", "label", "lesion_id", "dx", "dx_type", "dataset")
 
 
 @dataclass
@@ -43,6 +49,21 @@ class Table:
         """lesion_id of each row for a lesion-level bootstrap, or None when the table has no lesion_id column."""
         return self.groups if "lesion_id" in self.columns else None
 
+    @property
+    def dx_index(self) -> np.ndarray:
+        """Index into DX_CLASSES per row, -1 where the diagnosis is unknown."""
+        return np.array([DX_CLASSES.index(d) if (d := normalise_dx(r.get("dx", ""))) in DX_CLASSES else -1 for r in self.rows],
+                        dtype=np.int64)
+
+    @property
+    def datasets(self) -> np.ndarray:
+        return np.array([r.get("dataset", "") for r in self.rows])
+
+    @property
+    def follow_up(self) -> np.ndarray:
+        """HAM10000 nevi confirmed by digital follow-up (one clinic's follow-up camera: a source shortcut)."""
+        return np.array([r.get("dx_type", "") == "follow_up" for r in self.rows])
+
     def subset(self, idx) -> Table:
         return Table([self.rows[i] for i in idx], self.columns)
 
@@ -61,6 +82,63 @@ def load_table(csv_path: str | Path) -> Table:
     if bad:
         raise ValueError(f"{csv_path}: labels must be one of {LABELS}, found {bad}")
     return Table(rows, columns)
+
+
+def normalise_dx(dx: str) -> str:
+    dx = (dx or "").strip().lower()
+    return DX_ALIASES.get(dx, dx) if dx in DX_ALIASES or dx in DX_CLASSES else ""
+
+
+def load_sources(root: str | Path, datasets: tuple[str, ...]) -> Table:
+    """Several staged datasets (`root/<name>/labels.csv`) as one table: file paths relative to `root`,
+    a `dataset` column, lesion ids prefixed per dataset, diagnoses mapped onto DX_CLASSES."""
+    root = Path(root)
+    rows: list[dict[str, str]] = []
+    for name in datasets:
+        t = load_table(root / name / "labels.csv")
+        for r in t.rows:
+            rows.append({"file": f"{name}/{r['file']}", "label": r["label"],
+                         "lesion_id": f"{name}:{r.get('lesion_id') or r['file']}", "dx": normalise_dx(r.get("dx", "")),
+                         "dx_type": r.get("dx_type", ""), "dataset": name})
+    return Table(rows, list(SOURCE_COLUMNS))
+
+
+def split_sources(table: Table, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> dict[str, Table]:
+    """`split_table` on each dataset separately (each split grouped by lesion and stratified within its source)."""
+    parts: dict[str, list[dict[str, str]]] = {s: [] for s in SPLITS}
+    for name in dict.fromkeys(r.get("dataset", "") for r in table.rows):
+        idx = [i for i, r in enumerate(table.rows) if r.get("dataset", "") == name]
+        for s, t in split_table(table.subset(idx), fractions, seed).items():
+            parts[s].extend(t.rows)
+    return {s: Table(rows, table.columns) for s, rows in parts.items()}
+
+
+def source_weights(table: Table, dataset_share: dict[str, float], follow_up_share: float) -> np.ndarray:
+    """Per-sample loss weights (mean 1) that stop the source and the follow-up shortcut from paying.
+
+    Each dataset gets `dataset_share` of the total weight (the rest split evenly), half to each
+    class within it; HAM10000's follow-up nevi get `follow_up_share` of their dataset's benign
+    weight, whatever their count.
+    """
+    ds, y, fu = table.datasets, table.y, table.follow_up
+    names = list(dict.fromkeys(ds.tolist()))
+    fixed = {n: dataset_share[n] for n in names if n in dataset_share}
+    rest = [n for n in names if n not in fixed]
+    share = {**fixed, **{n: max(0.0, 1.0 - sum(fixed.values())) / max(1, len(rest)) for n in rest}}
+    total = sum(share.values())
+    w = np.zeros(len(y), np.float64)
+    for n in names:
+        for c in (0, 1):
+            m = (ds == n) & (y == c)
+            if not m.any():
+                continue
+            cls = share[n] / total / 2.0
+            if c == 0 and (m & fu).any() and (m & ~fu).any():
+                for sub, frac in ((m & fu, follow_up_share), (m & ~fu, 1.0 - follow_up_share)):
+                    w[sub] = cls * frac / sub.sum()
+            else:
+                w[m] = cls / m.sum()
+    return (w * len(w) / w.sum()).astype(np.float32)
 
 
 def write_table(table: Table, path: str | Path) -> None:
@@ -148,5 +226,58 @@ def preprocess_table(
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
         np.save(tmp, out.astype(np.float16))
+        tmp.rename(path)
+    return out
+
+
+def _augment_one(task: tuple[str, int, int]) -> np.ndarray:
+    path, seed, index = task
+    from .device_augment import augment_raw
+
+    rng = np.random.default_rng([seed, index])
+    return _WORKER_PRE(augment_raw(read_image(path), rng)).astype(np.float16)
+
+
+_WORKER_PRE: Preprocessor | None = None
+
+
+def _init_worker(description: dict) -> None:
+    global _WORKER_PRE
+    import cv2
+
+    cv2.setNumThreads(1)
+    _WORKER_PRE = Preprocessor.from_description(description)
+
+
+def augmented_passes(table: Table, root: str | Path, preprocessor: Preprocessor, passes: int, seed: int = 0,
+                     workers: int | None = None, cache_dir: str | Path | None = "cache", desc: str = "augment") -> np.ndarray:
+    """`passes` device-augmented copies of every image through the device pipeline -> float16 (P, N, S, S, 3).
+
+    Each pass draws new device shifts (`device_augment.augment_raw`) before the six stages; epochs
+    cycle through the passes. Parallel over processes (the pipeline is per image); cached like tensors.
+    """
+    import multiprocessing as mp
+    import os
+
+    from tqdm import tqdm
+
+    root = Path(root)
+    path = None
+    if cache_dir is not None:
+        path = Path(cache_dir) / f"aug_{cache_key(preprocessor, table, root, f'passes={passes},seed={seed},v1')}.npy"
+        if path.is_file():
+            return np.load(path, mmap_mode="r")
+    size = preprocessor.params.size
+    out = np.empty((passes, len(table), size, size, 3), np.float16)
+    tasks = [(str(root / r["file"]), seed * 1000 + k, i) for k in range(passes) for i, r in enumerate(table.rows)]
+    workers = workers or max(1, (os.cpu_count() or 1))
+    # spawn, not fork: the training process holds framework threads by now, and a forked child can deadlock on their locks
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(preprocessor.describe(),)) as pool:
+        for j, x in enumerate(tqdm(pool.imap(_augment_one, tasks, chunksize=32), total=len(tasks), desc=desc, unit="img", mininterval=5.0)):
+            out[j // len(table), j % len(table)] = x
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, out)
         tmp.rename(path)
     return out

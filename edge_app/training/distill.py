@@ -17,13 +17,19 @@ from keras import ops
 
 
 class DistillLoss(keras.losses.Loss):
-    def __init__(self, alpha: float = 1.0, temperature: float = 4.0, name: str = "distill", **kw):
+    def __init__(self, alpha: float = 1.0, temperature: float = 4.0, dx_weight: float = 0.0, name: str = "distill", **kw):
         super().__init__(name=name, **kw)
-        self.alpha, self.temperature = float(alpha), float(temperature)
+        self.alpha, self.temperature, self.dx_weight = float(alpha), float(temperature), float(dx_weight)
 
     def call(self, y_true, y_pred):
         onehot, teacher = y_true[:, :2], y_true[:, 2:4]
+        if self.dx_weight > 0:  # auxiliary diagnosis head: y_true[:, 4:] one-hot (all zero where unknown)
+            dx_true, dx_pred = y_true[:, 4:], y_pred[:, 2:]
+            dx_ce = -ops.sum(dx_true * ops.log_softmax(dx_pred, axis=-1), axis=-1)
+        y_pred = y_pred[:, :2]
         ce = -ops.sum(onehot * ops.log_softmax(y_pred, axis=-1), axis=-1)
+        if self.dx_weight > 0:
+            ce = ce + self.dx_weight * dx_ce
         if self.alpha >= 1.0:
             return ce
         t = self.temperature
@@ -32,13 +38,21 @@ class DistillLoss(keras.losses.Loss):
         return self.alpha * ce + (1.0 - self.alpha) * t * t * kl
 
     def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "temperature": self.temperature}
+        return {**super().get_config(), "alpha": self.alpha, "temperature": self.temperature, "dx_weight": self.dx_weight}
 
 
-def pack_targets(y: np.ndarray, teacher_logits: np.ndarray | None) -> np.ndarray:
+def pack_targets(y: np.ndarray, teacher_logits: np.ndarray | None, dx: np.ndarray | None = None, dx_classes: int = 0) -> np.ndarray:
+    """[one-hot(2) | teacher logits(2) | one-hot diagnosis(dx_classes), zeros where dx < 0]."""
     onehot = np.eye(2, dtype=np.float32)[y]
     t = np.zeros((len(y), 2), np.float32) if teacher_logits is None else teacher_logits.astype(np.float32)
-    return np.concatenate([onehot, t], axis=1)
+    parts = [onehot, t]
+    if dx_classes > 0:
+        d = np.zeros((len(y), dx_classes), np.float32)
+        if dx is not None:
+            known = dx >= 0
+            d[np.flatnonzero(known), dx[known]] = 1.0
+        parts.append(d)
+    return np.concatenate(parts, axis=1)
 
 
 class ValAUC(keras.callbacks.Callback):
@@ -65,23 +79,27 @@ class ValAUC(keras.callbacks.Callback):
 
 
 def malignant_prob(logit_model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    logits = np.asarray(logit_model.predict(x, batch_size=batch_size, verbose=0), np.float64)
+    logits = np.asarray(logit_model.predict(x, batch_size=batch_size, verbose=0), np.float64)[:, :2]
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     return (e[:, 1] / e.sum(axis=1)).astype(np.float64)
 
 
 def train_student(model, x_tr, y_tr, x_val, y_val, teacher_logits=None, *, alpha=1.0, temperature=4.0,
-                  epochs=10, batch_size=64, lr=2e-3, sample_weight=None, augment_params=None, seed=0, log=print):
-    """Fit with AdamW + cosine decay; returns (model with best-val-AUC weights, history)."""
+                  epochs=10, batch_size=64, lr=2e-3, sample_weight=None, augment_params=None, seed=0, log=print,
+                  dx=None, dx_classes: int = 0, dx_weight: float = 0.0):
+    """Fit with AdamW + cosine decay; returns (model with best-val-AUC weights, history).
+
+    `x_tr` is (N, S, S, 3) or (P, N, S, S, 3): P device-augmented passes, cycled through by epoch.
+    """
     from .augment import Batches
 
     keras.utils.set_random_seed(seed)
-    data = Batches(x_tr, pack_targets(y_tr, teacher_logits), batch_size, augment=True, shuffle=True,
+    data = Batches(x_tr, pack_targets(y_tr, teacher_logits, dx, dx_classes), batch_size, augment=True, shuffle=True,
                    sample_weight=sample_weight, params=augment_params, seed=seed)
     steps = max(1, len(data) * epochs)
     sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.02, warmup_target=None)
-    model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4), loss=DistillLoss(alpha, temperature))
+    model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4), loss=DistillLoss(alpha, temperature, dx_weight if dx_classes else 0.0))
     cb = ValAUC(x_val, y_val, log)
     model.fit(data, epochs=epochs, callbacks=[cb], verbose=1)
     return model, {"epochs": cb.history, "best_epoch": cb.best_epoch, "best_val_auc": cb.best}

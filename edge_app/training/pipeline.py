@@ -21,13 +21,26 @@ import numpy as np
 
 from ..preprocess import Preprocessor, PreprocessParams
 from .config import TrainConfig
-from .data import SPLITS, Table, class_weights, describe_split, load_table, preprocess_table, split_table, write_table
+from .data import (
+    DX_CLASSES,
+    SPLITS,
+    Table,
+    augmented_passes,
+    class_weights,
+    describe_split,
+    load_sources,
+    load_table,
+    preprocess_table,
+    source_weights,
+    split_sources,
+    write_table,
+)
 
 
 @dataclass
 class Run:
     cfg: TrainConfig
-    data: Path  # dataset root holding labels.csv
+    data: Path  # the folder holding the datasets (`<data>/<name>/labels.csv`); split file paths are relative to it
     run_dir: Path
     weights_dir: Path | None = None  # ../shared/weights (ImageNet Lite) or user weights (paper preset)
     paper_weights: Path | None = None
@@ -75,10 +88,21 @@ class Run:
     def splits(self) -> dict[str, Table]:
         return {s: load_table(self.run_dir / "splits" / f"{s}.csv") for s in SPLITS}
 
-    def tensors(self, split: str) -> np.ndarray:
-        if split not in self._tensors:
-            self._tensors[split] = preprocess_table(self.splits()[split], self.data, self.preprocessor, self.cache_dir, desc=split)
-        return self._tensors[split]
+    def tensors(self, split: str, preprocessor: Preprocessor | None = None) -> np.ndarray:
+        pre = preprocessor or self.preprocessor
+        key = f"{split}|{pre.params.disabled_stages}"
+        if key not in self._tensors:
+            self._tensors[key] = preprocess_table(self.splits()[split], self.data, pre, self.cache_dir, desc=split)
+        return self._tensors[key]
+
+    def train_passes(self, passes: int, preprocessor: Preprocessor | None = None) -> np.ndarray:
+        """Device-augmented passes of the training split through the (given) pipeline: (P, N, S, S, 3)."""
+        return augmented_passes(self.splits()["train"], self.data, preprocessor or self.preprocessor, passes, seed=self.cfg.seed,
+                                cache_dir=self.cache_dir, desc="train (device-augmented passes)")
+
+    def sample_weights(self) -> np.ndarray:
+        shares = {k: float(v) for k, _, v in (item.partition(":") for item in self.cfg.dataset_share)}
+        return source_weights(self.splits()["train"], shares, self.cfg.follow_up_share)
 
     def labels(self, split: str) -> np.ndarray:
         return self.splits()[split].y
@@ -118,75 +142,123 @@ def timed(run: Run, name: str):
 
 
 def step_split(run: Run) -> None:
-    """Lesion-grouped, stratified, seeded split; CSVs written to the run folder."""
+    """Each dataset split on its own (lesion-grouped, stratified, seeded); CSVs written to the run folder."""
     with timed(run, "split"):
-        table = load_table(run.data / "labels.csv")
-        parts = split_table(table, run.cfg.split_fractions, run.cfg.split_seed)
+        table = load_sources(run.data, run.cfg.datasets)
+        parts = split_sources(table, run.cfg.split_fractions, run.cfg.split_seed)
         for name, t in parts.items():
             write_table(t, run.run_dir / "splits" / f"{name}.csv")
         summary = describe_split(parts)
-        run.record("split", {"seed": run.cfg.split_seed, "grouped_by": "lesion_id" if "lesion_id" in table.columns else "file",
-                             "counts": summary, "class_weights": class_weights(parts["train"].y)})
+        per_source = {name: describe_split({s: t.subset(np.flatnonzero(t.datasets == name)) for s, t in parts.items()})
+                      for name in run.cfg.datasets}
+        run.record("split", {"seed": run.cfg.split_seed, "grouped_by": "lesion_id (within each dataset)", "datasets": list(run.cfg.datasets),
+                             "counts": summary, "per_source": per_source, "class_weights": class_weights(parts["train"].y)})
         run.log(f"split: {summary}")
 
 
 def step_tensors(run: Run) -> None:
-    """Every image through the device preprocessing once (cached under cache/)."""
+    """Validation and test through the device preprocessing once; the training split as device-augmented passes (cached)."""
     with timed(run, "tensors"):
-        for s in SPLITS:
+        for s in ("val", "test"):
             x = run.tensors(s)
             run.log(f"{s}: {x.shape}")
+        run.log(f"train: {run.train_passes(run.cfg.augment_passes).shape}")
 
 
 # ------------------------------------------------------------------ 4. student
 
 
 def step_student(run: Run, kd: bool) -> None:
-    """Train the student end to end on cached tensors (CE, or CE + KD from the teacher's logits)."""
-    from .distill import malignant_prob, train_student
-    from .student import build_student
+    """Train the student end to end on device-augmented passes (CE [+ dx head], or + KD from the teacher's logits)."""
+    from .distill import malignant_prob
 
     name = "student_kd" if kd else "student_ce"
     cfg = run.cfg
+    if kd and not cfg.teacher_backbones:
+        run.log("student-kd: this preset has no teacher; skipped")
+        return
     with timed(run, name):
-        x_tr, y_tr = run.tensors("train"), run.labels("train")
-        x_va, y_va = run.tensors("val"), run.labels("val")
-        cw = class_weights(y_tr)
-        sw = np.array([cw[int(c)] for c in y_tr], np.float32)
         teacher, kd_teacher = None, None
         if kd:
             kd_teacher = best_teacher(run)
             teacher = np.load(run.run_dir / f"{kd_teacher}_logits.npz")["train"]
             run.log(f"{name}: distilling from {kd_teacher!r} (best fused teacher on validation)")
-
-        def fit(alpha: float, temp: float, epochs: int):
-            model = build_student(cfg.size, cfg.student_blocks, cfg.student_head,
-                                  weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None, arch_dir=run.weights_dir,
-                                  freeze_blocks=cfg.student_freeze)
-            run.log(f"{name}: alpha={alpha} T={temp}, {model.count_params():,} params, {epochs} epochs")
-            model, hist = train_student(model, x_tr, y_tr, x_va, y_va, teacher, alpha=alpha, temperature=temp, epochs=epochs,
-                                        batch_size=cfg.batch_size, lr=cfg.lr, sample_weight=sw, seed=cfg.seed, log=run.log)
-            hist.update(alpha=alpha, temperature=temp)
-            return model, hist
-
         grid = [(float(a), float(t)) for a, t in cfg.kd_grid] if (kd and cfg.kd_grid) else [(cfg.kd_alpha if kd else 1.0, cfg.kd_temperature)]
         short = len(grid) > 1 and 0 < cfg.kd_grid_epochs < cfg.epochs
         best, tried = None, []
         for alpha, temp in grid:
-            model, hist = fit(alpha, temp, cfg.kd_grid_epochs if short else cfg.epochs)
+            model, hist = fit_student(run, run.train_passes(cfg.augment_passes), run.tensors("val"), cfg.kd_grid_epochs if short else cfg.epochs,
+                                      teacher=teacher, alpha=alpha, temperature=temp, label=name)
             tried.append({"alpha": alpha, "temperature": temp, "epochs": len(hist["epochs"]), "best_val_auc": hist["best_val_auc"]})
             if best is None or hist["best_val_auc"] > best[1]["best_val_auc"]:
                 best = (model, hist)
         if len(grid) > 1:
             run.log(f"{name}: grid on validation: " + ", ".join(f"alpha {g['alpha']} T {g['temperature']}: {g['best_val_auc']:.4f}" for g in tried))
         if short:
-            best = fit(best[1]["alpha"], best[1]["temperature"], cfg.epochs)
+            best = fit_student(run, run.train_passes(cfg.augment_passes), run.tensors("val"), cfg.epochs, teacher=teacher,
+                               alpha=best[1]["alpha"], temperature=best[1]["temperature"], label=name)
         model, hist = best
         model.save_weights(run.run_dir / f"{name}.weights.h5")
+        import keras
+
+        hist["backend"] = keras.backend.backend()
         probs = {s: malignant_prob(model, run.tensors(s)) for s in ("val", "test")}
         np.savez(run.run_dir / f"{name}_probs.npz", **probs)
         run.record(name, {"params": int(model.count_params()), **hist, **({"grid": tried} if len(grid) > 1 else {}),
                           **({"teacher": kd_teacher} if kd else {})})
+
+
+def fit_student(run: Run, x_train: np.ndarray, x_val: np.ndarray, epochs: int, *, teacher=None, alpha: float = 1.0,
+                temperature: float = 4.0, label: str = "student"):
+    """One student trained on the given (augmented) training tensors; best epoch by validation AUC."""
+    from .augment import AugmentParams
+    from .distill import train_student
+    from .student import build_student
+
+    cfg = run.cfg
+    dx_classes = len(DX_CLASSES) if cfg.dx_weight > 0 else 0
+    model = build_student(cfg.size, cfg.student_blocks, cfg.student_head,
+                          weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None, arch_dir=run.weights_dir,
+                          freeze_blocks=cfg.student_freeze, dx_classes=dx_classes)
+    run.log(f"{label}: alpha={alpha} T={temperature}, {model.count_params():,} params, {epochs} epochs, dx head {dx_classes}")
+    tensor_aug = AugmentParams(scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=(1.0, 1.0), channel_gain=0.0)  # flips + rot90
+    model, hist = train_student(model, x_train, run.labels("train"), x_val, run.labels("val"), teacher, alpha=alpha, temperature=temperature,
+                                epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, sample_weight=run.sample_weights(), seed=cfg.seed,
+                                log=run.log, augment_params=tensor_aug, dx=run.splits()["train"].dx_index, dx_classes=dx_classes,
+                                dx_weight=cfg.dx_weight)
+    hist.update(alpha=alpha, temperature=temperature)
+    return model, hist
+
+
+def step_ablation(run: Run) -> None:
+    """Retrained preprocessing ablation: the student retrained without each stage (same short schedule for all,
+    the full pipeline included), scored on each dataset's test split with and without HAM's follow-up images."""
+    import keras
+
+    from ..metrics import roc_auc
+    from .distill import malignant_prob
+
+    cfg = run.cfg
+    with timed(run, "ablation"):
+        test = run.splits()["test"]
+        rows: dict[str, dict] = {}
+        for stage in ("",) + tuple(cfg.ablation_stages):
+            pre = run.preprocessor.with_disabled(stage) if stage else run.preprocessor
+            label = f"without {stage}" if stage else "full pipeline"
+            model, hist = fit_student(run, run.train_passes(cfg.ablation_passes, pre), run.tensors("val", pre), cfg.ablation_epochs,
+                                      label=f"ablation {label}")
+            p = malignant_prob(model, run.tensors("test", pre))
+            row = {"val_auc": hist["best_val_auc"], "test_auc": roc_auc(test.y, p)}
+            for name in cfg.datasets:
+                m = test.datasets == name
+                if len(set(test.y[m].tolist())) == 2:
+                    row[f"test_auc_{name}"] = roc_auc(test.y[m], p[m])
+            keep = ~test.follow_up
+            row["test_auc_no_follow_up"] = roc_auc(test.y[keep], p[keep])
+            rows[label] = row
+            run.log(f"ablation {label}: " + ", ".join(f"{k} {v:.4f}" for k, v in row.items()))
+            run.update("ablation_retrained", lambda old, label=label, row=row: {**(old or {}), label: row})
+            keras.backend.clear_session()
 
 
 def best_teacher(run: Run) -> str:
@@ -204,7 +276,8 @@ def load_student(run: Run, name: str):
     from .student import build_student
 
     cfg = run.cfg
-    model = build_student(cfg.size, cfg.student_blocks, cfg.student_head, weights_dir=None, arch_dir=run.weights_dir)
+    model = build_student(cfg.size, cfg.student_blocks, cfg.student_head, weights_dir=None, arch_dir=run.weights_dir,
+                          dx_classes=len(DX_CLASSES) if cfg.dx_weight > 0 else 0)
     model.load_weights(run.run_dir / f"{name}.weights.h5")
     return model
 
@@ -232,6 +305,9 @@ def step_teacher(run: Run) -> None:
     )
 
     cfg = run.cfg
+    if not cfg.teacher_backbones:
+        run.log("teacher: this preset has no teacher (the v2 fused Lite teacher scored below its student); skipped")
+        return
     # the fused Lite teacher is "teacher" (distils the student); another family is measured beside it
     tag = "teacher" if cfg.teacher_family == "lite" else "teacher_" + cfg.preset.replace("-", "_")
     with timed(run, tag):
@@ -341,11 +417,32 @@ def _student_names(run: Run) -> list[str]:
     return [n for n in ("student_ce", "student_kd") if (run.run_dir / f"{n}.weights.h5").is_file()]
 
 
+def calibrate_logits_layer(model, x_val: np.ndarray, y_val: np.ndarray) -> dict[str, float]:
+    """Platt scaling fitted on validation, folded into the "logits" layer's weights (no runtime cost):
+    with d = logit(malignant) - logit(benign), the layer then outputs [0, a*d + b], so softmax gives sigmoid(a*d + b)."""
+    from ..metrics import fit_platt
+
+    layer = model.get_layer("logits")
+    w, b = layer.get_weights()
+    logits = np.asarray(model.predict(x_val, batch_size=256, verbose=0), np.float64)[:, :2]
+    a, c = fit_platt(y_val, logits[:, 1] - logits[:, 0])
+    if a <= 0:
+        raise SystemExit(f"Platt scaling on validation gave slope {a:.3f} <= 0: the model ranks validation backwards; not exported")
+    w2 = np.zeros_like(w)
+    b2 = np.zeros_like(b)
+    w2[:, 1] = a * (w[:, 1] - w[:, 0])
+    b2[1] = a * (b[1] - b[0]) + c
+    layer.set_weights([w2, b2])
+    return {"method": "platt", "a": a, "b": c}
+
+
 def step_export(run: Run) -> None:
-    """Better student on validation -> fp16 TFLite + manifest; threshold chosen on validation only."""
-    from ..metrics import choose_threshold, evaluate, roc_auc
+    """Better student on validation -> Platt-calibrated fp16 TFLite + manifest; threshold chosen on validation only,
+    so that sensitivity >= min_sensitivity holds on each validation dataset separately."""
+    from ..metrics import choose_threshold_per_group, evaluate, expected_calibration_error, roc_auc
     from ..runtime import Classifier
-    from .export import export_student, keras_predict
+    from .distill import malignant_prob
+    from .export import export_student
     from .student import with_softmax
 
     cfg = run.cfg
@@ -353,49 +450,65 @@ def step_export(run: Run) -> None:
         m = run.metrics()
         names = _student_names(run)
         shipped = max(names, key=lambda n: m[n]["best_val_auc"])
-        model = with_softmax(load_student(run, shipped))
+        logit_model = load_student(run, shipped)
         x_va, y_va = run.tensors("val"), run.labels("val")
-        x_tr = run.tensors("train")
-        scope_data = (x_tr[np.random.default_rng(cfg.seed).permutation(len(x_tr))[:2000]], x_va)
-        p32 = keras_predict(model, x_va).astype(np.float64)
-        thr = choose_threshold(y_va, p32[:, 1], cfg.min_sensitivity)
-        rule = f"highest specificity with sensitivity >= {cfg.min_sensitivity:.2f} on the lesion-grouped validation split (fp16 model, device runtime)"
+        val_sources = run.splits()["val"].datasets
+        # the scope check's reference: training images as the model saw them (one device-augmented pass), a sample
+        passes = run.train_passes(cfg.augment_passes)
+        scope_data = (np.asarray(passes[0][np.sort(np.random.default_rng(cfg.seed).permutation(passes.shape[1])[:2000])], np.float32), x_va)
+        p_raw = malignant_prob(logit_model, x_va)
+        calibration = {"method": "none"}
+        if cfg.calibration == "platt":
+            calibration = calibrate_logits_layer(logit_model, x_va, y_va)
+        model = with_softmax(logit_model)
+        out32 = model.predict(x_va, batch_size=256, verbose=0)
+        p32 = np.asarray(out32[0] if isinstance(out32, list) else out32, np.float64)[:, 1]  # [probabilities, features] or probabilities
+        calibration.update({"val_ece_before": expected_calibration_error(y_va, p_raw), "val_ece_after": expected_calibration_error(y_va, p32)})
+        thr, per_source = choose_threshold_per_group(y_va, p32, val_sources, cfg.min_sensitivity)
+        rule = (f"highest threshold with sensitivity >= {cfg.min_sensitivity:.2f} on each validation dataset separately "
+                f"({', '.join(cfg.datasets)}; lesion-grouped splits), on Platt-calibrated probabilities of the fp16 model through the device runtime")
         out = run.models_dir / "student_fp16.tflite"
         split_info = m.get("split", {})
         provenance = {
-            "dataset": str(run.data), "labels_csv": "labels.csv",
+            "datasets": list(cfg.datasets), "data_root": str(run.data), "labels_csv": "<dataset>/labels.csv",
             "split": {"grouped_by": split_info.get("grouped_by"), "seed": cfg.split_seed, "fractions": list(cfg.split_fractions),
-                      "counts": split_info.get("counts"), "val_csv": "models/splits/val.csv", "test_csv": "models/splits/test.csv"},
+                      "counts": split_info.get("counts"), "per_source": split_info.get("per_source"),
+                      "val_csv": "models/splits/val.csv", "test_csv": "models/splits/test.csv"},
             "student": {"source": shipped, "init": "ImageNet EfficientNet-Lite0 trunk" if cfg.student_init == "imagenet" else "random",
-                        "blocks": cfg.student_blocks, "params": m[shipped]["params"]},
-            "teacher": {k: m.get(m.get("student_kd", {}).get("teacher", "teacher"), {}).get(k)
-                        for k in ("preset", "family", "init", "train", "backbones", "fusion", "size")},
-            "class_imbalance": "inverse-frequency per-sample loss weights",
+                        "blocks": cfg.student_blocks, "params": m[shipped]["params"], "dx_head": cfg.dx_weight > 0,
+                        "frozen_blocks": cfg.student_freeze, "epochs": cfg.epochs, "augment_passes": cfg.augment_passes},
+            "teacher": ({k: m.get(m.get("student_kd", {}).get("teacher", "teacher"), {}).get(k)
+                         for k in ("preset", "family", "init", "train", "backbones", "fusion", "size")} if "student_kd" in names else None),
+            "loss_weights": {"dataset_share": list(cfg.dataset_share), "follow_up_share": cfg.follow_up_share,
+                             "note": "per-sample weights: each dataset half malignant / half benign; HAM follow-up nevi capped"},
+            "calibration": calibration,
             "preset": cfg.preset,
         }
         val_metrics = None
         for _ in range(2):  # export; if the fp16 model's own validation threshold differs, export again with it
-            manifest = export_student(model, out, run.preprocessor, thr, rule, version=f"{cfg.preset}-{time.strftime('%Y%m%d')}",
+            manifest = export_student(model, out, run.preprocessor, thr, rule, version=f"v3-{cfg.preset}-{time.strftime('%Y%m%d')}",
                                       provenance=provenance, metrics={"val": val_metrics} if val_metrics else {}, training_command=run.reproduce or run.command,
                                       scope_data=scope_data)
             clf = Classifier(out)
             p16 = clf.predict(x_va)[:, 1].astype(np.float64)
-            thr16 = choose_threshold(y_va, p16, cfg.min_sensitivity)
+            thr16, per_source = choose_threshold_per_group(y_va, p16, val_sources, cfg.min_sensitivity)
             val_metrics = evaluate(y_va, p16, thr16, n_boot=cfg.n_boot, groups=run.lesions("val"))
             if abs(thr16 - thr) < 1e-9:
                 break
             thr = thr16
         manifest = export_student(model, out, run.preprocessor, thr, rule, version=manifest.version, provenance=provenance,
-                                  metrics={"val": val_metrics}, training_command=run.reproduce or run.command, scope_data=scope_data)
+                                  metrics={"val": val_metrics, "val_source_thresholds": per_source}, training_command=run.reproduce or run.command,
+                                  scope_data=scope_data)
         for s in ("val", "test"):
             write_table(run.splits()[s], run.models_dir / "splits" / f"{s}.csv")
-        info = {"shipped": shipped, "threshold": thr, "size_bytes": out.stat().st_size, "sha256": manifest.sha256,
-                "val_keras_fp32_auc": roc_auc(y_va, p32[:, 1]), "val_tflite_fp16_auc": roc_auc(y_va, p16),
-                "val_max_abs_diff_keras_vs_tflite": float(np.max(np.abs(p32[:, 1] - p16))),
-                "val_fp16": val_metrics}
+        info = {"shipped": shipped, "threshold": thr, "val_source_thresholds": per_source, "size_bytes": out.stat().st_size,
+                "sha256": manifest.sha256, "calibration": calibration,
+                "val_keras_fp32_auc": roc_auc(y_va, p32), "val_tflite_fp16_auc": roc_auc(y_va, p16),
+                "val_max_abs_diff_keras_vs_tflite": float(np.max(np.abs(p32 - p16))), "val_fp16": val_metrics}
         run.record("export", info)
-        run.log(f"shipped {shipped}: {out} ({info['size_bytes'] / 1024:.1f} KiB), threshold {thr:.4f}, "
-                f"val AUC fp32 {info['val_keras_fp32_auc']:.4f} / fp16 {info['val_tflite_fp16_auc']:.4f}, max |diff| {info['val_max_abs_diff_keras_vs_tflite']:.2e}")
+        run.log(f"shipped {shipped}: {out} ({info['size_bytes'] / 1024:.1f} KiB), threshold {thr:.4f} (per source {per_source}), "
+                f"val AUC fp32 {info['val_keras_fp32_auc']:.4f} / fp16 {info['val_tflite_fp16_auc']:.4f}, "
+                f"ECE {calibration['val_ece_before']:.3f} -> {calibration['val_ece_after']:.3f}")
 
 
 # ------------------------------------------------------------------ 7. evaluation on the test split
@@ -405,19 +518,58 @@ SHIFTS = {
     "upscale_x2": lambda im: _resize(im, 2.0),
     "upscale_x3": lambda im: _resize(im, 3.0),
     "downscale_x0.5": lambda im: _resize(im, 0.5),
+    "nearest_resample_x2": lambda im: _resize(im, 2.0, "nearest"),
+    "squash_aspect_0.75": lambda im: _squash(im, 0.75),
     "tighter_crop_70pct": lambda im: _central(im, 0.70),
     "looser_crop_pad20pct": lambda im: _pad(im, 0.20),
+    "blur_sigma1.5": lambda im: _blur(im, 1.5),
+    "sharpen": lambda im: _sharpen(im, 1.0),
+    "jpeg_q40": lambda im: _jpeg(im, 40),
     "jpeg_q50": lambda im: _jpeg(im, 50),
     "colour_cast_warm": lambda im: _cast(im, (0.85, 1.0, 1.15)),
     "colour_cast_cool": lambda im: _cast(im, (1.15, 1.0, 0.85)),
+    "gamma_0.75": lambda im: _gamma(im, 0.75),
+    "gamma_1.35": lambda im: _gamma(im, 1.35),
+    "vignette": lambda im: _vignette(im),
 }
 
 
-def _resize(im, f):
+def _resize(im, f, how: str = ""):
     import cv2
 
     h, w = im.shape[:2]
-    return cv2.resize(im, (max(8, round(w * f)), max(8, round(h * f))), interpolation=cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA)
+    interp = cv2.INTER_NEAREST if how == "nearest" else (cv2.INTER_CUBIC if f > 1 else cv2.INTER_AREA)
+    return cv2.resize(im, (max(8, round(w * f)), max(8, round(h * f))), interpolation=interp)
+
+
+def _squash(im, f):
+    import cv2
+
+    h, w = im.shape[:2]
+    return cv2.resize(im, (max(8, round(w * f)), h), interpolation=cv2.INTER_AREA)
+
+
+def _blur(im, sigma):
+    import cv2
+
+    return cv2.GaussianBlur(im, (0, 0), sigma)
+
+
+def _sharpen(im, amount):
+    import cv2
+
+    return cv2.addWeighted(im, 1 + amount, cv2.GaussianBlur(im, (0, 0), 2.0), -amount, 0)
+
+
+def _gamma(im, g):
+    return np.clip(255.0 * np.power(im.astype(np.float32) / 255.0, g) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _vignette(im):
+    h, w = im.shape[:2]
+    yy, xx = np.ogrid[:h, :w]
+    d2 = ((yy - h / 2) / (h / 2)) ** 2 + ((xx - w / 2) / (w / 2)) ** 2
+    return np.clip(im.astype(np.float32) * np.clip(1.0 - 0.45 * d2, 0, 1)[..., None], 0, 255).astype(np.uint8)
 
 
 def _central(im, frac):
@@ -456,16 +608,66 @@ def device_probs(clf, table: Table, root: Path, preprocessor: Preprocessor | Non
     return np.asarray([r.malignant_probability for r in results], np.float64)
 
 
+def breakdown(table: Table, p: np.ndarray, thr: float, n_boot: int) -> dict[str, Any]:
+    """Per dataset (AUC with and without HAM's follow-up images, sens/spec with CIs), per diagnosis
+    (sensitivity for each malignant type, specificity for each benign type), all at one threshold."""
+    from ..metrics import evaluate, operating_point, roc_auc
+
+    y, ds, fu, lesions = table.y, table.datasets, table.follow_up, np.array(table.groups)
+    out: dict[str, Any] = {"sources": {}, "dx": {}}
+    keep = ~fu
+    out["all_no_follow_up"] = {"n": int(keep.sum()), "auc": roc_auc(y[keep], p[keep]),
+                               **{k: operating_point(y[keep], p[keep], thr)[k] for k in ("sensitivity", "specificity")}}
+    for name in dict.fromkeys(ds.tolist()):
+        m = ds == name
+        if len(set(y[m].tolist())) < 2:
+            continue
+        rep = evaluate(y[m], p[m], thr, n_boot=n_boot, groups=lesions[m].tolist())
+        mk = m & ~fu
+        rep["auc_no_follow_up"] = roc_auc(y[mk], p[mk]) if fu[m].any() and len(set(y[mk].tolist())) == 2 else None
+        rep["n_follow_up"] = int((m & fu).sum())
+        out["sources"][name] = rep
+    dx = np.array([r.get("dx", "") or "unknown" for r in table.rows])
+    for d in sorted(set(dx.tolist())):
+        m = dx == d
+        malignant = bool(y[m].mean() > 0.5)
+        hit = (p[m] >= thr) if malignant else (p[m] < thr)
+        out["dx"][d] = {"n": int(m.sum()), "class": "malignant" if malignant else "benign",
+                        "metric": "sensitivity" if malignant else "specificity", "value": float(hit.mean())}
+    fu_p = p[fu]
+    if fu_p.size:
+        out["follow_up_median_p"] = float(np.median(fu_p))
+        out["histo_nevi_median_p"] = float(np.median(p[(dx == "nv") & ~fu])) if ((dx == "nv") & ~fu).any() else None
+    return out
+
+
+def test_melanomas(run: Run, test: Table, per_source: int | None = None) -> dict[str, list[np.ndarray]]:
+    from ..images import read_image
+
+    out: dict[str, list[np.ndarray]] = {}
+    for r in test.rows:
+        if r.get("dx") == "mel" and (per_source is None or len(out.get(r["dataset"], [])) < per_source):
+            out.setdefault(r["dataset"], []).append(read_image(run.data / r["file"]))
+    return out
+
+
+def dehair_on_melanomas(run: Run, test: Table) -> dict[str, dict]:
+    """`dehair_check.measure` on every test melanoma, per dataset (lesion pixels changed, synthetic hair found)."""
+    from .dehair_check import measure
+
+    return {src: measure(ims, run.preprocessor.params) for src, ims in test_melanomas(run, test).items()}
+
+
 def step_evaluate(run: Run) -> None:
-    """Test split (used for nothing else): comparison table, preprocessing ablation, shifts, plots."""
-    from ..metrics import choose_threshold, evaluate, operating_point, roc_auc
+    """Test split (used for nothing else): per source and diagnosis, calibration, model comparison, shifts, plots."""
+    from ..metrics import choose_threshold_per_group, evaluate, expected_calibration_error, operating_point, reliability, roc_auc
     from ..runtime import Classifier
-    from .plots import save_plots
+    from .plots import save_plots, save_reliability
 
     cfg = run.cfg
     with timed(run, "evaluate"):
         y_va, y_te = run.labels("val"), run.labels("test")
-        test = run.splits()["test"]
+        test, val = run.splits()["test"], run.splits()["val"]
         clf = Classifier(run.models_dir / "student_fp16.tflite")
         thr = float(clf.manifest.threshold)
         p16 = device_probs(clf, test, run.data, desc="test (device path)")
@@ -473,55 +675,53 @@ def step_evaluate(run: Run) -> None:
         shipped = evaluate(y_te, p16, thr, n_boot=cfg.n_boot, groups=lesions)
         run.log(f"test, shipped fp16 (device path): AUC {shipped['auc']['value']:.4f} sens {shipped['sensitivity']['value']:.3f} "
                 f"spec {shipped['specificity']['value']:.3f} at {thr:.4f}")
+        detail = breakdown(test, p16, thr, cfg.n_boot)
+        for name, rep in detail["sources"].items():
+            run.log(f"  {name}: AUC {rep['auc']['value']:.4f} (no follow-up {rep['auc_no_follow_up']}), sens {rep['sensitivity']['value']:.3f}, "
+                    f"spec {rep['specificity']['value']:.3f}")
 
-        # comparison table: every model at its own validation-chosen threshold
+        # calibration: the shipped (Platt-calibrated) model vs the same student before calibration
+        calib: dict[str, Any] = {"test_ece_after": expected_calibration_error(y_te, p16), "reliability_after": reliability(y_te, p16),
+                                 "mean_p": float(p16.mean()), "rate": float(y_te.mean())}
+        names = _student_names(run)
+        raw = {n: np.load(run.run_dir / f"{n}_probs.npz") for n in names}
+        shipped_name = run.metrics().get("export", {}).get("shipped")
+        if shipped_name in raw:
+            calib["test_ece_before"] = expected_calibration_error(y_te, raw[shipped_name]["test"])
+            calib["reliability_before"] = reliability(y_te, raw[shipped_name]["test"])
+            save_reliability(run.models_dir / "reliability.png", y_te, {"before calibration (Keras fp32)": raw[shipped_name]["test"],
+                                                                          "shipped (Platt, fp16)": p16})
+        run.record("calibration", calib)
+
+        # comparison table: every model at its own validation-chosen (per-source) threshold
         rows: dict[str, dict] = {}
         val_test: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        tp = run.run_dir / "teacher_probs.npz"
-        if tp.is_file():
-            t = np.load(tp)
-            for key in list(cfg.teacher_backbones) + ["logit_avg", "concat_mlp", "teacher"]:
-                val_test[f"teacher:{key}" if key != "teacher" else "teacher (chosen fusion)"] = (t[f"{key}_val"], t[f"{key}_test"])
-        for tp in sorted(run.run_dir.glob("teacher_*_probs.npz")):  # other teacher families (paper preset)
+        for tp in sorted(run.run_dir.glob("teacher*_probs.npz")):
             tag = tp.name[: -len("_probs.npz")]
             t = np.load(tp)
             val_test[f"{tag} (chosen fusion)"] = (t["teacher_val"], t["teacher_test"])
-            bb = run.metrics().get(tag, {}).get("backbones", [])
-            for key in bb:
-                val_test[f"{tag}:{key}"] = (t[f"{key}_val"], t[f"{key}_test"])
-        for name in _student_names(run):
-            p = np.load(run.run_dir / f"{name}_probs.npz")
-            val_test[f"{name} (Keras fp32)"] = (p["val"], p["test"])
+        for name in names:
+            val_test[f"{name} (Keras fp32, before calibration)"] = (raw[name]["val"], raw[name]["test"])
         for label, (pv, pt) in val_test.items():
-            rows[label] = evaluate(y_te, pt, choose_threshold(y_va, pv, cfg.min_sensitivity), n_boot=cfg.n_boot, groups=lesions)
+            t_own, _ = choose_threshold_per_group(y_va, pv, val.datasets, cfg.min_sensitivity)
+            rows[label] = evaluate(y_te, pt, t_own, n_boot=cfg.n_boot, groups=lesions)
         rows["shipped student fp16 (TFLite, device path)"] = shipped
-        run.record("test", {"shipped": shipped, "table": rows, "threshold": thr})
-
-        # preprocessing ablation: inference-time (the shipped model, one stage disabled at a time)
-        base = clf.preprocessor
-        ablation = {"none (full pipeline)": {"auc": shipped["auc"]["value"], **{k: shipped[k]["value"] for k in ("sensitivity", "specificity", "balanced_accuracy")}}}
-        for stage in ("crop", "dehair", "denoise", "contrast", "normalize"):
-            p = device_probs(clf, test, run.data, preprocessor=base.with_disabled(stage), desc=f"test without {stage}")
-            op = operating_point(y_te, p, thr)
-            ablation[f"without {stage}"] = {"auc": roc_auc(y_te, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}
-            run.log(f"ablation without {stage}: AUC {ablation[f'without {stage}']['auc']:.4f}")
-        run.record("ablation", {"kind": "inference-time (shipped model, stage disabled at test time; not retrained)", "rows": ablation})
+        run.record("test", {"shipped": shipped, "table": rows, "threshold": thr, "breakdown": detail})
 
         # robustness: shifts applied to the decoded image before the pipeline, shipped threshold
-        shifts = {"none": ablation["none (full pipeline)"]}
+        base = operating_point(y_te, p16, thr)
+        shifts = {"none": {"auc": shipped["auc"]["value"], **{k: base[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}}
         for name, fn in SHIFTS.items():
             p = device_probs(clf, test, run.data, transform=fn, desc=name)
             op = operating_point(y_te, p, thr)
-            shifts[name] = {"auc": roc_auc(y_te, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")}}
+            shifts[name] = {"auc": roc_auc(y_te, p), **{k: op[k] for k in ("sensitivity", "specificity", "balanced_accuracy")},
+                            "sensitivity_change": op["sensitivity"] - base["sensitivity"]}
             run.log(f"shift {name}: AUC {shifts[name]['auc']:.4f} sens {op['sensitivity']:.3f} spec {op['specificity']:.3f}")
         run.record("shifts", shifts)
         run.record("cross_dataset", cross_dataset(run, clf))
+        run.record("dehair", dehair_on_melanomas(run, test))
 
-        # plots
-        curves = {"shipped student fp16": p16}
-        if "teacher (chosen fusion)" in val_test:
-            curves["teacher"] = val_test["teacher (chosen fusion)"][1]
-        save_plots(run.models_dir, y_te, curves, p16, thr)
+        save_plots(run.models_dir, y_te, {"shipped student fp16": p16}, p16, thr)
         np.savez(run.run_dir / "test_probs.npz", y=y_te, shipped_fp16=p16)
 
 
@@ -559,5 +759,8 @@ def cross_dataset(run: Run, clf) -> dict[str, dict]:
 
 def step_card(run: Run) -> None:
     from .card import step_card_impl
+    from .plots import save_stage_grid
 
+    mel = test_melanomas(run, run.splits()["test"], per_source=3)
+    save_stage_grid(run.models_dir / "stages.png", [im for ims in mel.values() for im in ims], run.preprocessor)
     step_card_impl(run)

@@ -42,22 +42,52 @@ def save_plots(out_dir: Path, y: np.ndarray, curves: dict[str, np.ndarray], p_sh
            xlabel="predicted", ylabel="true", title=f"Confusion at threshold {threshold:.3f}")
     paths.append(_save(fig, out_dir / "confusion.png"))
 
-    bins = np.linspace(0, 1, 11)
-    idx = np.clip(np.digitize(p_shipped, bins) - 1, 0, 9)
-    conf = [p_shipped[idx == b].mean() if (idx == b).any() else np.nan for b in range(10)]
-    frac = [y[idx == b].mean() if (idx == b).any() else np.nan for b in range(10)]
-    count = [int((idx == b).sum()) for b in range(10)]
+    return paths
+
+
+def save_reliability(path: Path, y: np.ndarray, curves: dict[str, np.ndarray]) -> Path:
+    """Reliability diagram: mean predicted P(malignant) vs observed rate per bin, with ECE, for each curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..metrics import expected_calibration_error, reliability
+
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.plot([0, 1], [0, 1], ":", color="grey")
-    ax.plot(conf, frac, "o-", label="shipped student fp16")
-    for x_, y_, n in zip(conf, frac, count):
-        if n:
-            ax.annotate(str(n), (x_, y_), fontsize=7, textcoords="offset points", xytext=(3, -10))
-    ax.set(xlabel="predicted P(malignant)", ylabel="observed fraction malignant", title="Reliability (test; n per bin)",
+    for name, p in curves.items():
+        pts = reliability(y, p)
+        ax.plot([b["mean_p"] for b in pts], [b["observed"] for b in pts], "o-",
+                label=f"{name} (ECE {expected_calibration_error(y, p):.3f})")
+    ax.set(xlabel="predicted P(malignant)", ylabel="observed fraction malignant", title="Reliability (lesion-grouped test split)",
            xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="upper left", fontsize=8)
-    paths.append(_save(fig, out_dir / "reliability.png"))
-    return paths
+    return _save(fig, path)
+
+
+def save_stage_grid(path: Path, images: list[np.ndarray], preprocessor) -> Path:
+    """Each image (row) after each of the six stages (columns), as the model sees it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import cv2
+    import matplotlib.pyplot as plt
+
+    from ..preprocess import STAGES
+
+    fig, axes = plt.subplots(len(images), len(STAGES) + 1, figsize=(1.6 * (len(STAGES) + 1), 1.6 * len(images)))
+    for r, im in enumerate(images):
+        steps = preprocessor.stage_outputs(im)
+        axes[r, 0].imshow(cv2.cvtColor(im, cv2.COLOR_BGR2RGB))
+        for c, stage in enumerate(STAGES):
+            axes[r, c + 1].imshow(steps[stage])
+        for c, title in enumerate(("input",) + STAGES):
+            axes[r, c].set_xticks([])
+            axes[r, c].set_yticks([])
+            if r == 0:
+                axes[r, c].set_title(title, fontsize=8)
+    return _save(fig, path)
 
 
 def _save(fig, path: Path) -> Path:

@@ -18,8 +18,13 @@ from .backbones import LITE_FILES, build_efficientnet_lite
 
 def build_student(size: int, n_blocks: int = 7, head_channels: int = 256, dropout: float = 0.2,
                   weights_dir: str | Path | None = None, arch_dir: str | Path | None = None,
-                  freeze_blocks: int = 0) -> keras.Model:
+                  freeze_blocks: int = 0, dx_classes: int = 0) -> keras.Model:
     """Logit model. weights_dir=None: random init (layout from arch_dir's Lite0 file).
+
+    The binary logits layer is "logits" and the pooling layer "student_gap" (the exported
+    model reads both: probabilities, and the feature map for the scope check and the heatmap).
+    dx_classes > 0 adds an auxiliary diagnosis head "dx_logits" on the same pooled features;
+    the training model then outputs [logits | dx_logits] concatenated (one tensor, one loss).
 
     freeze_blocks > 0 freezes the stem and the first blocks (the full-resolution
     layers, most of the training cost on a CPU); their BatchNorm runs in inference mode.
@@ -40,6 +45,9 @@ def build_student(size: int, n_blocks: int = 7, head_channels: int = 256, dropou
     x = layers.GlobalAveragePooling2D(name="student_gap")(x)
     x = layers.Dropout(dropout)(x)
     logits = layers.Dense(2, name="logits")(x)
+    if dx_classes > 0:
+        dx = layers.Dense(dx_classes, name="dx_logits")(x)
+        return keras.Model(trunk.input, layers.Concatenate(name="train_outputs")([logits, dx]), name="student")
     return keras.Model(trunk.input, logits, name="student")
 
 
