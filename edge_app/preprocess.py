@@ -302,12 +302,13 @@ class Preprocessor:
         out: dict[str, np.ndarray] = {}
         current = image
         for stage in STAGES:
-            if stage not in self.params.disabled_stages:
-                current = self._stage(stage, current)
             if stage == "normalize":
-                out[stage] = np.clip(np.asarray(current) * 128.0 + 127.0, 0, 255).astype(np.uint8)
-            else:
-                out[stage] = cv2.cvtColor(current, cv2.COLOR_BGR2RGB)
+                rgb = to_model_range(current) if stage in self.params.disabled_stages else self.stage(stage, current)
+                out[stage] = np.clip(rgb * 128.0 + 127.0, 0, 255).astype(np.uint8)
+                continue
+            if stage not in self.params.disabled_stages:
+                current = self.stage(stage, current)
+            out[stage] = cv2.cvtColor(current, cv2.COLOR_BGR2RGB)
         return out
 
 

@@ -28,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="resample whole groups in the bootstrap when the CSV has this column (default: lesion_id; "
                         "'' resamples images)")
     p.add_argument("--predictions", help="also write file,label,p_malignant to this CSV")
+    p.add_argument("--exclude", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="leave out the rows whose COLUMN equals VALUE (repeatable; e.g. dx_type=follow_up)")
+    p.add_argument("--per", metavar="COLUMN", help="also report the metrics for each value of this CSV column "
+                   "(e.g. dataset: one row per source, as in the model card)")
     add_model_arguments(p)
     p.set_defaults(func=run)
 
@@ -89,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     root = Path(args.root) if args.root else csv_path.parent
     try:
         rows = read_labels(csv_path, args.group_by)
+        rows = _excluding(csv_path, rows, args.exclude)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -110,6 +115,13 @@ def run(args: argparse.Namespace) -> int:
     report["errors"] = len(errors)
     report["model_sha256"] = classifier.sha256
     report |= scope_report(results, labels, groups, classifier.manifest.threshold, args.bootstrap, evaluate)
+    if args.per:
+        try:
+            report["per"] = _per_column(csv_path, args.per, [rows[i][0] for i in read], np.array(labels), np.array(probs),
+                                        groups, classifier.manifest.threshold, args.bootstrap, evaluate)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.predictions:
         with open(args.predictions, "w", newline="") as f:
             w = csv.writer(f)
@@ -120,6 +132,45 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(_human(report))
     return 2 if errors else 0
+
+
+def _excluding(csv_path: Path, rows: list, exclude: list[str]) -> list:
+    if not exclude:
+        return rows
+    drop = set()
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        for item in exclude:
+            column, sep, _ = item.partition("=")
+            if not sep or column not in (reader.fieldnames or []):
+                raise ValueError(f"--exclude {item}: expected COLUMN=VALUE with a column of {csv_path} ({reader.fieldnames})")
+        wanted = [item.partition("=")[::2] for item in exclude]
+        drop = {row["file"] for row in reader if any(row[c] == v for c, v in wanted)}
+    kept = [r for r in rows if r[0] not in drop]
+    if not kept:
+        raise ValueError("--exclude left no rows")
+    return kept
+
+
+def _per_column(csv_path: Path, column: str, files: list[str], y, p, groups: list, threshold: float, n_boot: int, evaluate) -> dict:
+    """The metrics of each value of `column` (values with one class only get their counts and the share flagged)."""
+    import numpy as np
+
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if column not in (reader.fieldnames or []):
+            raise ValueError(f"--per {column}: no such column in {csv_path} (has {reader.fieldnames})")
+        value_of = {row["file"]: row[column] for row in reader}
+    values = np.array([value_of[f] for f in files])
+    out = {}
+    for v in sorted(set(values.tolist())):
+        m = values == v
+        if len(set(y[m].tolist())) == 2:
+            g = [groups[i] for i in np.flatnonzero(m)] if groups[0] is not None else None
+            out[v] = evaluate(y[m], p[m], threshold, n_boot=n_boot, groups=g)
+        else:
+            out[v] = {"n": int(m.sum()), "n_malignant": int(y[m].sum()), "flagged": float((p[m] >= threshold).mean())}
+    return out
 
 
 def _human(r: dict) -> str:
@@ -142,4 +193,7 @@ def _human(r: dict) -> str:
           f"  out of scope        {r['out_of_scope_rate']:.1%} of images ({r['n_out_of_scope']}) flagged by the scope check"]
          + ([] if not r.get("in_scope") else [
              (f"  in-scope only (n = {r['in_scope']['n']}): AUC {r['in_scope']['auc']['value']:.3f}, sensitivity "
-             f"{r['in_scope']['sensitivity']['value']:.3f}, specificity {r['in_scope']['specificity']['value']:.3f}")])))
+             f"{r['in_scope']['sensitivity']['value']:.3f}, specificity {r['in_scope']['specificity']['value']:.3f}")]))
+      + [f"  {k}: n {v['n']}, AUC {v['auc']['value']:.3f}, sensitivity {v['sensitivity']['value']:.3f}, "
+         f"specificity {v['specificity']['value']:.3f}" if "auc" in v else f"  {k}: n {v['n']}, flagged {v['flagged']:.3f}"
+         for k, v in r.get("per", {}).items()])

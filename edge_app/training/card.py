@@ -70,7 +70,7 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
     a(f"- Training: `{ex.get('shipped')}`, {len(st.get('epochs', []))} epochs (best {st.get('best_epoch')} by validation AUC "
       f"{_f(st.get('best_val_auc'), 4)}), {scfg['student_freeze']} blocks frozen (0 = whole trunk trained), AdamW, cosine LR {scfg['lr']}, "
       f"batch {scfg['batch_size']}; Keras backend {st.get('backend', 'tensorflow')}.")
-    a(f"- No distillation: the v2 run measured the fused fine-tuned Lite teacher at test AUC 0.893 against its student's 0.917, and KD "
+    a("- No distillation: the v2 run measured the fused fine-tuned Lite teacher at test AUC 0.893 against its student's 0.917, and KD "
       "did not lift validation AUC (0.9102 with vs 0.9108 without); a teacher that does not beat the student was not kept. "
       "`--preset kd` runs that recipe.")
     per = ex.get("val_source_thresholds", {})
@@ -119,10 +119,19 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
             a(f"| {d} | {r['class']} | {r['n']} | {r['metric']} | {r['value']:.3f} |")
         a("\n### Targets\n")
         a("| target | measured | met | gap |\n| --- | --- | --- | --- |")
-        for name, v, t in _targets(m) + [("fp16 file <= 500 KB", ex.get("size_bytes", 0) / 1024, -500.0)]:
+        for name, v, t in _targets(m) + [("fp16 file KiB", ex.get("size_bytes", 0) / 1024, -500.0)]:
             ok = None if v is None else (v <= -t if t < 0 else v >= t)
             gap = "" if ok or v is None else f"{abs(v - abs(t)):.3f}"
             a(f"| {name} {'<=' if t < 0 else '>='} {abs(t):g} | {_f(v)} | {'n/a' if ok is None else ('yes' if ok else '**no**')} | {gap} |")
+        missed = [name for name, v, t in _targets(m) if v is not None and not (v <= -t if t < 0 else v >= t)]
+        if missed:
+            a("\n**Missed targets and what was tried.** " + ", ".join(missed) + " are missed by the gaps above. Tried in this run: "
+              "a second dermoscopy source in training, loss weights that cap the follow-up nevi, device augmentation before the "
+              "pipeline, the whole trunk trained, a 7-class diagnosis head, the per-source threshold and Platt calibration. "
+              f"The shipped student trained {len(st.get('epochs', []))} epochs ({st.get('trained_on', 'this machine')}). What would "
+              "close the gap next: the full schedule (24 epochs), more histology-confirmed nevi and melanomas from other devices "
+              "(the isic_archive test split has 22 melanomas, so its sensitivity moves 0.045 per lesion), and a teacher that beats "
+              "the student.")
         c = m.get("calibration", {})
         a(f"\nCalibration on test: ECE {_f(c.get('test_ece_before'))} before Platt scaling → {_f(c.get('test_ece_after'))} shipped; mean "
           f"P(malignant) {_f(c.get('mean_p'))} vs observed rate {_f(c.get('rate'))}. Reliability diagram: `reliability.png`; ROC: `roc.png`.\n")
@@ -186,7 +195,10 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
     a("## Reproduce\n")
     a("```bash\npip install -e '.[train,pi]'\n"
       f"{m.get('reproduce') or 'edge-train all --preset ' + cfg['preset'] + ' --data ' + data}\n"
-      f"edge-app evaluate models/splits/test.csv --root {data} --json   # the shipped model's test numbers, through the device path\n```\n")
+      f"edge-app evaluate models/splits/test.csv --root {data} --per dataset          # results table: all and per source\n"
+      f"edge-app evaluate models/splits/test.csv --root {data} --per dataset --exclude dx_type=follow_up   # AUC without follow_up\n"
+      f"edge-app evaluate models/splits/test.csv --root {data} --per dx               # per diagnosis (share flagged)\n"
+      f"python -m edge_app.training.dehair_check --data {data} --csv models/splits/test.csv --dx mel   # hair removal table\n```\n")
     from .config import STEPS
 
     a(f"`edge-train all` runs {' → '.join(STEPS)} into `runs/<timestamp>/` and writes `models/`. This card: run `{run_dir.name}`; "

@@ -55,9 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     from .config import get_preset
 
     cfg = get_preset(args.preset).override(args.set)
+    data = Path(args.data)
+    if (data / "labels.csv").is_file():  # --data names one dataset folder rather than the folder of datasets
+        from dataclasses import replace
+
+        cfg, data = replace(cfg, datasets=(data.resolve().name,)), data.resolve().parent
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    run = pipeline.Run(cfg=cfg, data=Path(args.data), run_dir=run_dir,
+    run = pipeline.Run(cfg=cfg, data=data, run_dir=run_dir,
                        weights_dir=Path(args.weights_dir) if args.weights_dir else None,
                        paper_weights=Path(args.weights) if args.weights else None,
                        cache_dir=Path(args.cache_dir), models_dir=Path(args.models_dir), command=pipeline.command_line(argv),

@@ -76,7 +76,7 @@ def save_stage_grid(path: Path, images: list[np.ndarray], preprocessor) -> Path:
 
     from ..preprocess import STAGES
 
-    fig, axes = plt.subplots(len(images), len(STAGES) + 1, figsize=(1.6 * (len(STAGES) + 1), 1.6 * len(images)))
+    fig, axes = plt.subplots(len(images), len(STAGES) + 1, figsize=(1.3 * (len(STAGES) + 1), 1.3 * len(images)))
     for r, im in enumerate(images):
         steps = preprocessor.stage_outputs(im)
         axes[r, 0].imshow(cv2.cvtColor(im, cv2.COLOR_BGR2RGB))
@@ -87,12 +87,12 @@ def save_stage_grid(path: Path, images: list[np.ndarray], preprocessor) -> Path:
             axes[r, c].set_yticks([])
             if r == 0:
                 axes[r, c].set_title(title, fontsize=8)
-    return _save(fig, path)
+    return _save(fig, path, dpi=80)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, dpi: int = 110) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=dpi)
     import matplotlib.pyplot as plt
 
     plt.close(fig)

@@ -96,3 +96,65 @@ def test_description_round_trips_and_another_version_is_refused():
 def test_frames_that_are_not_bgr_uint8_are_refused_clearly(bad):
     with pytest.raises(ValueError, match="BGR uint8|too small"):
         Preprocessor().run(bad)
+
+
+def _skin(seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    img = np.full((128, 128, 3), (150, 170, 215), np.int16) + rng.integers(-3, 4, (128, 128, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _pigment_network(seed: int = 0, cell: int = 7) -> np.ndarray:
+    """A lesion with a honeycomb of thin dark lines (Voronoi cells of about `cell` px), as in a melanocytic lesion."""
+    rng = np.random.default_rng(seed)
+    img = _skin(seed)
+    cv2.circle(img, (64, 64), 42, (110, 120, 170), -1)
+    sub = cv2.Subdiv2D((0, 0, 128, 128))
+    for _ in range(int((84 / cell) ** 2)):
+        p = rng.uniform(22, 106, 2)
+        if np.hypot(*(p - 64)) < 40:
+            sub.insert((float(p[0]), float(p[1])))
+    facets, _ = sub.getVoronoiFacetList([])
+    net = img.copy()
+    cv2.polylines(net, [np.round(f).astype(np.int32) for f in facets], True, (60, 60, 95), 1)
+    inside = np.zeros((128, 128), bool)
+    inside[np.hypot(*np.mgrid[:128, :128] - 64) < 42] = True
+    img[inside] = net[inside]
+    return img
+
+
+@pytest.mark.parametrize("cell", [5, 7, 9])
+def test_dehair_leaves_a_pigment_network_alone(cell):
+    lesion = _pigment_network(cell=cell)
+    changed = np.any(dehair(lesion) != lesion, axis=2)
+    assert changed.mean() < 0.005, f"{changed.sum()} network pixels inpainted"
+
+
+def test_dehair_leaves_dark_blobs_and_globules_alone():
+    img = _skin()
+    for (x, y), r in (((64, 64), 4), ((40, 50), 3), ((90, 80), 2), ((70, 30), 6)):
+        cv2.circle(img, (x, y), r, (40, 40, 60), -1)
+    assert np.array_equal(dehair(img), img)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_dehair_finds_and_removes_crossing_hairs_over_a_lesion(seed):
+    from edge_app.preprocess import hair_mask
+
+    rng = np.random.default_rng(seed)
+    clean = _skin(seed)
+    cv2.ellipse(clean, (64, 64), (34, 26), float(rng.uniform(0, 180)), 0, 360, (90, 95, 140), -1)
+    img, truth = clean.copy(), np.zeros((128, 128), np.uint8)
+    drawn = 0
+    while drawn < 5:
+        p1, p2 = (tuple(int(v) for v in rng.integers(0, 128, 2)) for _ in range(2))
+        if np.hypot(p1[0] - p2[0], p1[1] - p2[1]) < 60:
+            continue
+        cv2.line(img, p1, p2, (25, 20, 15), int(rng.integers(1, 3)))
+        cv2.line(truth, p1, p2, 1, 1)
+        drawn += 1
+    assert hair_mask(img).astype(bool)[truth.astype(bool)].mean() >= 0.8
+    hair = truth.astype(bool)
+    before = np.abs(img.astype(int) - clean).sum(axis=2)[hair].mean()
+    after = np.abs(dehair(img).astype(int) - clean).sum(axis=2)[hair].mean()
+    assert after < 0.3 * before

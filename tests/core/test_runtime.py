@@ -5,6 +5,7 @@ import pytest
 
 from edge_app import runtime
 from edge_app.manifest import aux_path_for
+from edge_app.preprocess import PREPROCESS_VERSION
 from edge_app.runtime import Classifier, ModelError
 from tests.conftest import make_lesion_image
 
@@ -37,7 +38,7 @@ def test_classify_gives_probabilities_decision_and_timings(model_path):
     expected = "malignant" if result.malignant_probability >= result.threshold else "benign"
     assert result.decision == expected
     assert {"crop", "resize", "dehair", "denoise", "contrast", "normalize", "inference", "total"} <= set(result.timings_ms)
-    assert result.model_sha256 == clf.manifest.sha256 and result.preprocessing_version == "1.0"
+    assert result.model_sha256 == clf.manifest.sha256 and result.preprocessing_version == PREPROCESS_VERSION
     assert clf.runtime_name == "ai_edge_litert"
     assert clf.selftest_max_diff <= clf.manifest.selftest["tolerance"]
 
