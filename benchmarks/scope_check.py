@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(REPO / "models" / "student_fp16.tflite"))
-    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "ham10000"), help="dataset of the splits")
+    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data"), help="folder the split CSVs' paths are relative to")
     ap.add_argument("--per-kind", type=int, default=50, help="generated images of each out-of-scope kind (default 50)")
     ap.add_argument("--extra", action="append", default=[], metavar="LABELS.csv",
                     help="other dermoscopy (file paths relative to the CSV's folder), e.g. another dermatoscope")
@@ -115,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         flagged[f"out_of_scope/{kind}"].append(not in_scope(frame))
     for name, rows in splits.items():
         for r in rows:
-            flagged[f"dermoscopy/{name}"].append(not in_scope(read_image(root / r["file"], min_side=clf.decode_min_side)))
+            out = not in_scope(read_image(root / r["file"], min_side=clf.decode_min_side))
+            flagged[f"dermoscopy/{name}"].append(out)
+            if r.get("dataset"):  # per source too: another dermatoscope must not be flagged wholesale
+                flagged[f"dermoscopy/{name}/{r['dataset']}"].append(out)
     rng = np.random.default_rng(7)
     for i, r in enumerate(splits["test"][: args.per_kind]):  # real held-out lesions photographed without a dermatoscope
         lesion = read_image(root / r["file"])

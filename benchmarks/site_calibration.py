@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shift", default="colour_cast_warm", help="a shift of the robustness table (default colour_cast_warm)")
     ap.add_argument("--test-csv", default=str(REPO / "models" / "splits" / "test.csv"))
-    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "ham10000"))
+    ap.add_argument("--root", default=str(REPO.parent / "shared" / "data"), help="folder the test CSV's paths are relative to")
     ap.add_argument("--model", default=str(REPO / "models" / "student_fp16.tflite"))
     ap.add_argument("--min-sensitivity", type=float, default=0.90)
     ap.add_argument("--seeds", default="0,1,2,3,4", help="lesion splits into halves A/B, comma-separated seeds (default 0-4)")

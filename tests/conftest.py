@@ -28,6 +28,45 @@ def ham10000_dir() -> Path:
     return d
 
 
+_REAL_TEST: list[Path] | None = None
+
+
+def real_dermoscopy(index: int = 0, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """A real dermoscopy image (the shipped test split's `index`-th isic_archive nevus, BGR), resized to
+    `size` = (width, height) if given; None when ../shared/data is absent.
+
+    The shipped model's scope check refuses synthetic drawings (rightly: they are not dermoscopy), so a
+    test that needs a benign/malignant verdict from the real model screens a real image.
+    """
+    global _REAL_TEST
+    if _REAL_TEST is None:
+        import csv
+
+        split = REPO / "models" / "splits" / "test.csv"
+        rows: list[dict[str, str]] = []
+        if split.is_file():
+            with open(split, newline="") as f:
+                rows = list(csv.DictReader(f))
+        # isic_archive's nevi: 480-640 px originals, so a test frame of camera size is not a blurry blow-up
+        _REAL_TEST = [SHARED_DATA / r["file"] for r in rows if r.get("dataset") == "isic_archive" and r.get("dx") == "nv"][:50]
+        _REAL_TEST = [p for p in _REAL_TEST if p.is_file()]
+    if not _REAL_TEST:
+        return None
+    img = cv2.imread(str(_REAL_TEST[index % len(_REAL_TEST)]), cv2.IMREAD_COLOR)
+    if size is not None and (img.shape[1], img.shape[0]) != size:
+        grow = size[0] > img.shape[1]
+        img = cv2.resize(img, size, interpolation=cv2.INTER_CUBIC if grow else cv2.INTER_AREA)
+    return img
+
+
+def dermoscopy_image(width: int = 640, height: int = 480, index: int = 0) -> np.ndarray:
+    """`real_dermoscopy`, or skip the test with the reason when ../shared/data is absent."""
+    img = real_dermoscopy(index, (width, height))
+    if img is None:
+        pytest.skip(f"a real dermoscopy image is needed for a verdict from the shipped model; {SHARED_DATA} is absent")
+    return img
+
+
 def make_lesion_image(width: int = 640, height: int = 480, seed: int = 0, hair: bool = False,
                       vignette: bool = False) -> np.ndarray:
     """A dermoscopy-like BGR frame: skin, a dark irregular lesion, optional hairs / black vignette."""

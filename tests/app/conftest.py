@@ -18,6 +18,7 @@ from edge_app.camera import CameraError
 from edge_app.images import encode_jpeg
 from edge_app.runtime import DEFAULT_MODEL, Classifier
 from edge_app.web import create_app, shutdown
+from tests.conftest import real_dermoscopy
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_MODEL = ROOT / "tests" / "fixtures" / "tiny_fp16.tflite"
@@ -29,7 +30,14 @@ def model_path() -> Path:
 
 def lesion_image(seed: int = 0, size: tuple[int, int] = (480, 640), dark: int = 60, blur: float = 0.0,
                  brightness: float = 1.0) -> np.ndarray:
-    """A skin-coloured, textured background with a dark irregular ellipse (BGR uint8)."""
+    """A dermoscopy frame of `size` (h, w): a real dermoscopy image (isic_archive test nevus) when ../shared/data is present and no
+    defect is asked for (the shipped model's scope check refuses synthetic drawings), else a skin-coloured,
+    textured background with a dark irregular ellipse (BGR uint8); `dark`, `blur` and `brightness` make
+    the defects the quality gate must catch, always on the synthetic drawing."""
+    if dark == 60 and blur == 0.0 and brightness == 1.0:
+        real = real_dermoscopy(seed, (size[1], size[0]))
+        if real is not None:
+            return real
     rng = np.random.default_rng(seed)
     h, w = size
     skin = np.array([150, 175, 215], np.float32)  # BGR

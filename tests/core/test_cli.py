@@ -4,7 +4,7 @@ import cv2
 import pytest
 
 from edge_app.cli import main
-from tests.conftest import make_lesion_image
+from tests.conftest import dermoscopy_image, make_lesion_image
 
 
 def _json_lines(text):
@@ -13,7 +13,7 @@ def _json_lines(text):
 
 def test_classify_reports_each_file_and_fails_only_the_unreadable_ones(tmp_path, model_path, capsys):
     good = tmp_path / "good.jpg"
-    cv2.imwrite(str(good), make_lesion_image(800, 600))
+    cv2.imwrite(str(good), dermoscopy_image(800, 600))
     bad = tmp_path / "bad.jpg"
     bad.write_bytes(b"\xff\xd8\xff garbage")
     code = main(["classify", str(good), str(bad), str(good), "--json", "--model", str(model_path)])

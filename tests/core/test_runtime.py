@@ -7,7 +7,7 @@ from edge_app import runtime
 from edge_app.manifest import aux_path_for
 from edge_app.preprocess import PREPROCESS_VERSION
 from edge_app.runtime import Classifier, ModelError
-from tests.conftest import make_lesion_image
+from tests.conftest import dermoscopy_image
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def _edit_manifest(path, **changes):
 
 def test_classify_gives_probabilities_decision_and_timings(model_path):
     clf = Classifier(model_path)
-    result = clf.classify(make_lesion_image(1280, 960))
+    result = clf.classify(dermoscopy_image(1280, 960))
     assert set(result.probabilities) == {"benign", "malignant"}
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
     assert result.malignant_probability == result.probabilities["malignant"]

@@ -21,7 +21,8 @@ def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synth
     models = tmp_path / "models"
     run_dir = tmp_path / "run"
     rc = main(["all", "--preset", "tiny", "--data", str(synthetic_dataset), "--weights-dir", str(lite_weights),
-               "--run-dir", str(run_dir), "--models-dir", str(models), "--cache-dir", str(tmp_path / "cache")])
+               "--run-dir", str(run_dir), "--models-dir", str(models), "--cache-dir", str(tmp_path / "cache"),
+               "--cross-data", str(other)])
     assert rc == 0
     model = models / "student_fp16.tflite"
     manifest = Manifest.load(models / "student_fp16.json")
@@ -31,7 +32,11 @@ def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synth
     clf = Classifier(model)
     assert clf.manifest.threshold == manifest.threshold
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert {"split", "teacher", "student_ce", "student_kd", "export", "test", "ablation", "shifts"} <= set(metrics)
+    assert {"split", "teacher", "student_ce", "student_kd", "export", "test", "ablation_retrained", "shifts", "calibration",
+            "dehair"} <= set(metrics)
+    # the retrained ablation trained a student per disabled stage; calibration was fitted on validation
+    assert set(metrics["ablation_retrained"]) == {"full pipeline", "without dehair"}
+    assert metrics["export"]["calibration"]["method"] == "platt"
     # test CIs resample lesions, not images; the other dataset was screened at the shipped threshold, its bad file counted
     assert metrics["test"]["shipped"]["bootstrap"]["unit"] == "group"
     cross = metrics["cross_dataset"]["other_clinic"]
