@@ -69,7 +69,9 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
       "(`dermaedge-six-stage` 2.0).")
     a(f"- Training: `{ex.get('shipped')}`, {len(st.get('epochs', []))} epochs (best {st.get('best_epoch')} by validation AUC "
       f"{_f(st.get('best_val_auc'), 4)}), {scfg['student_freeze']} blocks frozen (0 = whole trunk trained), AdamW, cosine LR {scfg['lr']}, "
-      f"batch {scfg['batch_size']}; Keras backend {st.get('backend', 'tensorflow')}.")
+      f"batch {scfg['batch_size']}; Keras backend {st.get('backend', 'tensorflow')}"
+      + (f"; continued from `{Path(st['init_from']).name}` ({st.get('init_note', 'an earlier run of the same architecture')})"
+         if st.get("init_from") else "") + ".")
     a("- No distillation: the v2 run measured the fused fine-tuned Lite teacher at test AUC 0.893 against its student's 0.917, and KD "
       "did not lift validation AUC (0.9102 with vs 0.9108 without); a teacher that does not beat the student was not kept. "
       "`--preset kd` runs that recipe.")
@@ -240,6 +242,12 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
       f"edge-app evaluate models/splits/test.csv --root {data} --per dataset --exclude dx_type=follow_up   # AUC without follow_up\n"
       f"edge-app evaluate models/splits/test.csv --root {data} --per dx               # per diagnosis (share flagged)\n"
       f"python -m edge_app.training.dehair_check --data {data} --csv models/splits/test.csv --dx mel   # hair removal table\n```\n")
+    if st.get("init_from"):
+        a(f"The shipped weights were trained in two legs, both recorded below: `scripts/gpu_train.sh` (the `split`, `tensors` and "
+          f"`student-ce` steps under `KERAS_BACKEND=torch`, `--set epochs=7`), then `edge-train student-ce --set init_from=<that "
+          f"student_ce.weights.h5> --set epochs={len(st.get('epochs', []))} --set lr={scfg['lr']}` on the CPU, then `export`, "
+          "`evaluate`, `card`. `edge-train all` alone trains the preset's full schedule on one machine instead (a model of the same "
+          "kind, not the same bytes). The `edge-app evaluate` lines reproduce every test number above from the shipped files.\n")
     from .config import STEPS
 
     a(f"`edge-train all` runs {' → '.join(STEPS)} into `runs/<timestamp>/` and writes `models/`. This card: run `{run_dir.name}`; "

@@ -36,6 +36,7 @@ class TrainConfig:
     student_blocks: int = 7  # Lite0 blocks kept (7 = up to the first 80-channel block)
     student_head: int = 256
     student_init: str = "imagenet"  # "imagenet" (Lite0 trunk) or "random"
+    init_from: str = ""  # a student .weights.h5 to continue from (same architecture), e.g. a shorter run's result
     student_freeze: int = 0  # stem + this many first blocks frozen (CPU time; 0 = train all)
     dx_weight: float = 0.5  # auxiliary 7-class diagnosis head: its loss weight (0 = no head)
     epochs: int = 24

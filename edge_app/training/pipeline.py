@@ -202,6 +202,8 @@ def step_student(run: Run, kd: bool) -> None:
         import keras
 
         hist["backend"] = keras.backend.backend()
+        if cfg.init_from:
+            hist["init_from"] = cfg.init_from
         probs = {s: malignant_prob(model, run.tensors(s)) for s in ("val", "test")}
         np.savez(run.run_dir / f"{name}_probs.npz", **probs)
         run.record(name, {"params": int(model.count_params()), **hist, **({"grid": tried} if len(grid) > 1 else {}),
@@ -220,7 +222,10 @@ def fit_student(run: Run, x_train: np.ndarray, x_val: np.ndarray, epochs: int, *
     model = build_student(cfg.size, cfg.student_blocks, cfg.student_head,
                           weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None, arch_dir=run.weights_dir,
                           freeze_blocks=cfg.student_freeze, dx_classes=dx_classes)
-    run.log(f"{label}: alpha={alpha} T={temperature}, {model.count_params():,} params, {epochs} epochs, dx head {dx_classes}")
+    if cfg.init_from:  # continue a finished (e.g. shorter, GPU) run: its weights, then this schedule
+        model.load_weights(cfg.init_from)
+    run.log(f"{label}: alpha={alpha} T={temperature}, {model.count_params():,} params, {epochs} epochs, dx head {dx_classes}"
+            + (f", from {cfg.init_from}" if cfg.init_from else ""))
     tensor_aug = AugmentParams(scale=(1.0, 1.0), shift=0.0, brightness=0.0, contrast=(1.0, 1.0), channel_gain=0.0)  # flips + rot90
     model, hist = train_student(model, x_train, run.labels("train"), x_val, run.labels("val"), teacher, alpha=alpha, temperature=temperature,
                                 epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, sample_weight=run.sample_weights(), seed=cfg.seed,
