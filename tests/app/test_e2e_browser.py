@@ -10,6 +10,7 @@ every control at least 44 px. Screenshots go to test-artifacts/ for a person to 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -91,12 +92,18 @@ def server(tmp_path_factory):
     frames.mkdir()
     for i in range(3):
         cv2.imwrite(str(frames / f"lesion{i}.jpg"), lesion_image(i, size=(720, 960)))
+    with serve_app(tmp_path, "--camera", f"folder:{frames}", "--model", str(model_path())) as base:
+        yield base, tmp_path
+
+
+@contextlib.contextmanager
+def serve_app(tmp_path: Path, *args: str):
+    """`edge-app serve` on a free port with its data under `tmp_path`, until it says healthy; stopped after."""
     port = free_port()
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     env.pop("EDGE_APP_CONFIG", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_app.cli.serve", "--port", str(port), "--camera", f"folder:{frames}",
-         "--data-dir", str(tmp_path / "data"), "--model", str(model_path())],
+        [sys.executable, "-m", "edge_app.cli.serve", "--port", str(port), "--data-dir", str(tmp_path / "data"), *args],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -111,12 +118,14 @@ def server(tmp_path_factory):
             proc.kill()
             pytest.fail("edge-app serve did not become healthy:\n" + (proc.stdout.read() if proc.stdout else ""))
         time.sleep(0.1)
-    yield base, tmp_path
-    proc.terminate()
     try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 @pytest.fixture(scope="module")

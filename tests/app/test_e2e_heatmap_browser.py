@@ -7,13 +7,7 @@ Saves test-artifacts/ui-heatmap-800x480.png, ui-heatmap-detail.png and ui-out-of
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import cv2
@@ -21,7 +15,7 @@ import pytest
 
 from edge_app.training import ood_images
 from tests.app.conftest import ROOT
-from tests.app.test_e2e_browser import ARTIFACTS, CHROMIUM, free_port
+from tests.app.test_e2e_browser import ARTIFACTS, CHROMIUM, serve_app
 from tests.conftest import make_lesion_image
 
 SCOPE_MODEL = ROOT / "tests" / "fixtures" / "tiny_scope_fp16.tflite"
@@ -31,33 +25,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM}
 
 @pytest.fixture
 def scoped_server(tmp_path):
-    port = free_port()
-    env = os.environ | {"PYTHONUNBUFFERED": "1"}
-    env.pop("EDGE_APP_CONFIG", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_app.cli.serve", "--port", str(port), "--camera", "none",
-         "--data-dir", str(tmp_path / "data"), "--model", str(SCOPE_MODEL)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=1) as r:
-                if json.load(r)["healthy"]:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("edge-app serve did not become healthy:\n" + (proc.stdout.read() if proc.stdout else ""))
-        time.sleep(0.1)
-    yield base, tmp_path
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with serve_app(tmp_path, "--camera", "none", "--model", str(SCOPE_MODEL)) as base:
+        yield base, tmp_path
 
 
 def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_scope(scoped_server):
