@@ -179,3 +179,24 @@ def fit_platt(y_true: np.ndarray, logit_diff: np.ndarray) -> tuple[float, float]
     d = np.asarray(logit_diff, dtype=np.float64).reshape(-1, 1)
     lr = LogisticRegression(C=1e6, max_iter=1000).fit(d, np.asarray(y_true).astype(int))
     return float(lr.coef_[0, 0]), float(lr.intercept_[0])
+
+
+def evaluate_by(values, y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_boot: int = 1000,
+                groups: list | None = None) -> dict[str, dict[str, Any]]:
+    """`evaluate` for each value of `values` (one per image: a source, a diagnosis...), in sorted order.
+
+    A value whose images are all of one class gets its counts and the share flagged at the threshold
+    (its sensitivity if malignant, 1 - its specificity if benign) instead of metrics that need both classes.
+    """
+    v = np.asarray(values)
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(p_malignant, dtype=np.float64)
+    out: dict[str, dict[str, Any]] = {}
+    for value in sorted(set(v.tolist())):
+        m = v == value
+        if len(set(y[m].tolist())) == 2:
+            g = [groups[i] for i in np.flatnonzero(m)] if groups is not None else None
+            out[value] = evaluate(y[m], p[m], threshold, n_boot=n_boot, groups=g)
+        else:
+            out[value] = {"n": int(m.sum()), "n_malignant": int(y[m].sum()), "flagged": float((p[m] >= threshold).mean())}
+    return out

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     from ..device_path import screen_files
 
     try:  # scikit-learn is not part of the device install; see the `eval` extra
-        from ..metrics import evaluate
+        from ..metrics import evaluate, evaluate_by
     except ImportError as exc:
         print(f"error: edge-app evaluate needs scikit-learn ({exc}): pip install 'edge-app[eval]' "
               "or, on Raspberry Pi OS, apt install python3-sklearn", file=sys.stderr)
@@ -117,8 +117,9 @@ def run(args: argparse.Namespace) -> int:
     report |= scope_report(results, labels, groups, classifier.manifest.threshold, args.bootstrap, evaluate)
     if args.per:
         try:
-            report["per"] = _per_column(csv_path, args.per, [rows[i][0] for i in read], np.array(labels), np.array(probs),
-                                        groups, classifier.manifest.threshold, args.bootstrap, evaluate)
+            values = _column(csv_path, args.per, [rows[i][0] for i in read])
+            report["per"] = evaluate_by(values, np.array(labels), np.array(probs), classifier.manifest.threshold,
+                                        n_boot=args.bootstrap, groups=groups if groups[0] is not None else None)
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
@@ -152,25 +153,14 @@ def _excluding(csv_path: Path, rows: list, exclude: list[str]) -> list:
     return kept
 
 
-def _per_column(csv_path: Path, column: str, files: list[str], y, p, groups: list, threshold: float, n_boot: int, evaluate) -> dict:
-    """The metrics of each value of `column` (values with one class only get their counts and the share flagged)."""
-    import numpy as np
-
+def _column(csv_path: Path, column: str, files: list[str]) -> list[str]:
+    """The value of `column` for each of `files` (rows of the CSV)."""
     with open(csv_path, newline="") as f:
         reader = csv.DictReader(f)
         if column not in (reader.fieldnames or []):
             raise ValueError(f"--per {column}: no such column in {csv_path} (has {reader.fieldnames})")
         value_of = {row["file"]: row[column] for row in reader}
-    values = np.array([value_of[f] for f in files])
-    out = {}
-    for v in sorted(set(values.tolist())):
-        m = values == v
-        if len(set(y[m].tolist())) == 2:
-            g = [groups[i] for i in np.flatnonzero(m)] if groups[0] is not None else None
-            out[v] = evaluate(y[m], p[m], threshold, n_boot=n_boot, groups=g)
-        else:
-            out[v] = {"n": int(m.sum()), "n_malignant": int(y[m].sum()), "flagged": float((p[m] >= threshold).mean())}
-    return out
+    return [value_of[f] for f in files]
 
 
 def _human(r: dict) -> str:

@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ..images import read_image
-from ..preprocess import PreprocessParams, crop, dehair, hair_mask, resize
+from ..preprocess import Preprocessor, PreprocessParams, hair_mask
 
 
 def lesion_mask(image: np.ndarray) -> np.ndarray:
@@ -50,13 +50,13 @@ def draw_hairs(image: np.ndarray, rng: np.random.Generator, n: int = 5) -> tuple
 
 def measure(images: list[np.ndarray], params: PreprocessParams | None = None, seed: int = 0) -> dict:
     p = params or PreprocessParams()
+    pre = Preprocessor(p)
     rng = np.random.default_rng(seed)
     damage, recall = [], []
     for im in images:
-        model_image = resize(crop(im, p.crop_dark_threshold, p.crop_min_fraction), p.size)
+        model_image = pre.stage("resize", pre.stage("crop", im))
         lesion = lesion_mask(model_image)
-        cleaned = dehair(model_image, p.dehair_kernel_fraction, p.dehair_threshold, p.dehair_inpaint_radius,
-                         p.dehair_min_length_fraction, p.dehair_max_width, p.dehair_max_small_holes)
+        cleaned = pre.stage("dehair", model_image)
         changed = np.any(cleaned != model_image, axis=2)
         damage.append(float(changed[lesion].mean()) if lesion.any() else 0.0)
         hairy, truth = draw_hairs(model_image, rng)

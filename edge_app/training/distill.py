@@ -78,11 +78,15 @@ class ValAUC(keras.callbacks.Callback):
             self.model.set_weights(self.best_weights)
 
 
-def malignant_prob(logit_model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
-    logits = np.asarray(logit_model.predict(x, batch_size=batch_size, verbose=0), np.float64)[:, :2]
+def malignant_from_logits(logits: np.ndarray) -> np.ndarray:
+    """P(malignant) from (N, 2) logits: a numerically stable softmax, column 1."""
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return (e[:, 1] / e.sum(axis=1)).astype(np.float64)
+    return e[:, 1] / e.sum(axis=1)
+
+
+def malignant_prob(logit_model, x: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    return malignant_from_logits(np.asarray(logit_model.predict(x, batch_size=batch_size, verbose=0), np.float64)[:, :2])
 
 
 def train_student(model, x_tr, y_tr, x_val, y_val, teacher_logits=None, *, alpha=1.0, temperature=4.0,

@@ -299,12 +299,12 @@ def step_teacher(run: Run) -> None:
     import keras
 
     from ..metrics import roc_auc
+    from .distill import malignant_from_logits
     from .teacher import (
         cached_features,
         feature_extractor,
         fit_linear,
         linear_logits,
-        malignant_from_logits,
         mlp_logits,
         out_of_fold,
     )
@@ -422,15 +422,14 @@ def _student_names(run: Run) -> list[str]:
     return [n for n in ("student_ce", "student_kd") if (run.run_dir / f"{n}.weights.h5").is_file()]
 
 
-def calibrate_logits_layer(model, x_val: np.ndarray, y_val: np.ndarray) -> dict[str, float]:
-    """Platt scaling fitted on validation, folded into the "logits" layer's weights (no runtime cost):
+def calibrate_logits_layer(model, val_logits: np.ndarray, y_val: np.ndarray) -> dict[str, float]:
+    """Platt scaling fitted on the validation logits (N, 2), folded into the "logits" layer's weights (no runtime cost):
     with d = logit(malignant) - logit(benign), the layer then outputs [0, a*d + b], so softmax gives sigmoid(a*d + b)."""
     from ..metrics import fit_platt
 
     layer = model.get_layer("logits")
     w, b = layer.get_weights()
-    logits = np.asarray(model.predict(x_val, batch_size=256, verbose=0), np.float64)[:, :2]
-    a, c = fit_platt(y_val, logits[:, 1] - logits[:, 0])
+    a, c = fit_platt(y_val, val_logits[:, 1] - val_logits[:, 0])
     if a <= 0:
         raise SystemExit(f"Platt scaling on validation gave slope {a:.3f} <= 0: the model ranks validation backwards; not exported")
     w2 = np.zeros_like(w)
@@ -446,7 +445,7 @@ def step_export(run: Run) -> None:
     so that sensitivity >= min_sensitivity holds on each validation dataset separately."""
     from ..metrics import choose_threshold_per_group, evaluate, expected_calibration_error, roc_auc
     from ..runtime import Classifier
-    from .distill import malignant_prob
+    from .distill import malignant_from_logits
     from .export import export_student
     from .student import with_softmax
 
@@ -463,10 +462,11 @@ def step_export(run: Run) -> None:
         train = run.splits()["train"]
         pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(train))[:2000])
         scope_data = (preprocess_table(train.subset(pick), run.data, run.preprocessor, run.cache_dir, desc="train sample (scope)"), x_va)
-        p_raw = malignant_prob(logit_model, x_va)
+        val_logits = np.asarray(logit_model.predict(x_va, batch_size=256, verbose=0), np.float64)[:, :2]
+        p_raw = malignant_from_logits(val_logits)  # before calibration
         calibration = {"method": "none"}
         if cfg.calibration == "platt":
-            calibration = calibrate_logits_layer(logit_model, x_va, y_va)
+            calibration = calibrate_logits_layer(logit_model, val_logits, y_va)
         model = with_softmax(logit_model)
         out32 = model.predict(x_va, batch_size=256, verbose=0)
         p32 = np.asarray(out32[0] if isinstance(out32, list) else out32, np.float64)[:, 1]  # [probabilities, features] or probabilities
@@ -618,18 +618,17 @@ def device_probs(clf, table: Table, root: Path, preprocessor: Preprocessor | Non
 def breakdown(table: Table, p: np.ndarray, thr: float, n_boot: int) -> dict[str, Any]:
     """Per dataset (AUC with and without HAM's follow-up images, sens/spec with CIs), per diagnosis
     (sensitivity for each malignant type, specificity for each benign type), all at one threshold."""
-    from ..metrics import evaluate, operating_point, roc_auc
+    from ..metrics import evaluate_by, operating_point, roc_auc
 
-    y, ds, fu, lesions = table.y, table.datasets, table.follow_up, np.array(table.groups)
+    y, ds, fu = table.y, table.datasets, table.follow_up
     out: dict[str, Any] = {"sources": {}, "dx": {}}
     keep = ~fu
     out["all_no_follow_up"] = {"n": int(keep.sum()), "auc": roc_auc(y[keep], p[keep]),
                                **{k: operating_point(y[keep], p[keep], thr)[k] for k in ("sensitivity", "specificity")}}
-    for name in dict.fromkeys(ds.tolist()):
-        m = ds == name
-        if len(set(y[m].tolist())) < 2:
+    for name, rep in evaluate_by(ds, y, p, thr, n_boot=n_boot, groups=table.groups).items():
+        if "auc" not in rep:  # one class only
             continue
-        rep = evaluate(y[m], p[m], thr, n_boot=n_boot, groups=lesions[m].tolist())
+        m = ds == name
         mk = m & ~fu
         rep["auc_no_follow_up"] = roc_auc(y[mk], p[mk]) if fu[m].any() and len(set(y[mk].tolist())) == 2 else None
         rep["n_follow_up"] = int((m & fu).sum())

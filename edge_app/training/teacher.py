@@ -140,7 +140,3 @@ def out_of_fold(fit_predict, f_tr, y_tr, groups, k: int = 5, seed: int = 0) -> n
     return out
 
 
-def malignant_from_logits(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e[:, 1] / e.sum(axis=1)
