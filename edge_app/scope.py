@@ -1,16 +1,34 @@
 """Scope check: does an image look like the dermoscopy the model was trained on?
 
-The score is a distance of the student's own pooled features to their training
-distribution: features are standardised, projected on the principal components
-of the training sample (whitened), and the score is the root mean square of
-the whitened projection (a Mahalanobis distance per dimension) plus the root
-mean square of what the components do not explain (the residual, scaled to the
-training residual). Both parts matter: unfamiliar images either push known
-directions far out or land off the training subspace.
+Two parts read the student's own pooled features (spatial mean + std of the last
+feature map), and an image is out of scope when either says so:
+
+- **novelty** (`ScopeModel`): a distance to the training distribution. Features
+  are standardised, projected on the principal components of the training
+  sample (whitened); the score is the root mean square of the whitened
+  projection (a Mahalanobis distance per dimension) plus the root mean square of
+  what the components do not explain (the residual, scaled to the training
+  residual). It needs no examples of what is out, so it catches the unforeseen
+  (flat colours, noise, text), but it is blind to pictures whose features sit
+  among dermoscopy's: a model trained to ignore how a picture was taken maps a
+  skin photo without a dermatoscope close to a dermoscopy image.
+- **not-dermoscopy head** (`DermoscopyHead`): a linear score on the same
+  standardised features, fitted (logistic regression, `training/scope_fit.py`)
+  to tell dermoscopy (as is and as other devices would take it) from pictures
+  that are not dermoscopy: skin photos taken without a dermatoscope, real
+  lesions photographed in a field of skin, objects, text. It finds the few
+  directions along which those differ, which a distance weighting all
+  directions alike drowns.
+
+`ScopeCheck` combines them: with a head, the score is the larger of the two
+parts' margins over their own thresholds, so it is out of scope above 0; a
+sidecar from before the head (format 1) scores with the novelty part alone
+against its own threshold. A result carries its score with the threshold it was
+compared with (`scope_threshold`); a record keeps the score and the outcome.
 
 The arrays live in the model's sidecar (`<model>.aux.npz`, named with its
-sha256 in the manifest); the threshold is chosen on validation dermoscopy by
-the exporter. NumPy only (no TensorFlow on the device).
+sha256 in the manifest); the thresholds are chosen on validation dermoscopy.
+NumPy only (no TensorFlow or scikit-learn on the device).
 """
 
 from __future__ import annotations
@@ -51,7 +69,11 @@ class ScopeModel:
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """Feature maps (N, h, w, C) -> scores (N,); larger = further from the training images."""
-        z = (pooled(features) - self.mean) / self.scale
+        return self.score_descriptors(pooled(features))
+
+    def score_descriptors(self, descriptors: np.ndarray) -> np.ndarray:
+        """Pooled descriptors (N, 2C) -> scores (N,)."""
+        z = (np.asarray(descriptors, np.float32) - self.mean) / self.scale
         proj = z @ self.components.T
         maha = np.sqrt(np.mean((proj / self.sigma) ** 2, axis=1))
         resid = z - proj @ self.components
@@ -82,7 +104,12 @@ class ScopeModel:
 
 def fit(train_features: np.ndarray, n_components: int = DEFAULT_COMPONENTS) -> ScopeModel:
     """Fit on training feature maps (N, h, w, C); the threshold is left at +inf (see `calibrate`)."""
-    d = pooled(train_features).astype(np.float64)
+    return fit_descriptors(pooled(train_features), n_components)
+
+
+def fit_descriptors(descriptors: np.ndarray, n_components: int = DEFAULT_COMPONENTS) -> ScopeModel:
+    """`fit` on pooled descriptors (N, 2C)."""
+    d = np.asarray(descriptors, np.float64)
     mean = d.mean(axis=0)
     scale = d.std(axis=0) + 1e-3  # dead channels (always 0) get a finite scale
     z = (d - mean) / scale
@@ -104,5 +131,80 @@ def calibrate(model: ScopeModel, val_features: np.ndarray, max_flagged: float = 
     if not 0 < max_flagged - margin < 1:
         raise ValueError(f"max_flagged - margin must be in (0, 1), got {max_flagged - margin}")
     scores = model.score(val_features)
-    model.threshold = float(np.quantile(scores, 1.0 - (max_flagged - margin), method="higher"))
+    model.threshold = quantile_threshold(scores, max_flagged - margin)
     return {"threshold": model.threshold, "val_flagged": float(np.mean(scores > model.threshold)), "n_val": len(scores)}
+
+
+def quantile_threshold(val_scores: np.ndarray, share: float) -> float:
+    """The threshold above which `share` of the validation scores lie (at most)."""
+    return float(np.quantile(np.asarray(val_scores, np.float64), 1.0 - share, method="higher"))
+
+
+@dataclass
+class DermoscopyHead:
+    """A linear "not dermoscopy" score on standardised descriptors (a logistic regression's logit)."""
+
+    mean: np.ndarray  # (D,)
+    scale: np.ndarray  # (D,)
+    weights: np.ndarray  # (D,)
+    bias: float
+    threshold: float  # logits above it are not dermoscopy
+
+    def score_descriptors(self, descriptors: np.ndarray) -> np.ndarray:
+        z = (np.asarray(descriptors, np.float32) - self.mean) / self.scale
+        return (z @ self.weights + self.bias).astype(np.float64)
+
+    def to_arrays(self, prefix: str = "head_") -> dict[str, np.ndarray]:
+        return {f"{prefix}mean": self.mean.astype(np.float32), f"{prefix}scale": self.scale.astype(np.float32),
+                f"{prefix}weights": self.weights.astype(np.float32), f"{prefix}bias": np.float64(self.bias),
+                f"{prefix}threshold": np.float64(self.threshold)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray] | np.lib.npyio.NpzFile, prefix: str = "head_") -> DermoscopyHead:
+        a = {k: np.asarray(arrays[f"{prefix}{k}"]) for k in ("mean", "scale", "weights", "bias", "threshold")}
+        head = cls(a["mean"].astype(np.float32), a["scale"].astype(np.float32), a["weights"].astype(np.float32),
+                   float(a["bias"]), float(a["threshold"]))
+        if head.mean.ndim != 1 or head.scale.shape != head.mean.shape or head.weights.shape != head.mean.shape:
+            raise ValueError("not-dermoscopy head arrays have inconsistent shapes")
+        return head
+
+
+@dataclass
+class ScopeCheck:
+    """Novelty distance + (optionally) the not-dermoscopy head; see the module docstring."""
+
+    novelty: ScopeModel
+    head: DermoscopyHead | None = None
+
+    def __post_init__(self) -> None:
+        if self.head is not None and self.head.mean.shape != self.novelty.mean.shape:
+            raise ValueError(f"the not-dermoscopy head reads {self.head.mean.shape[0]} values, the novelty part "
+                             f"{self.novelty.mean.shape[0]}")
+
+    @property
+    def threshold(self) -> float:
+        return float(self.novelty.threshold) if self.head is None else 0.0
+
+    def parts(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Each part's own score (N,), for diagnostics and the benchmark."""
+        d = pooled(features)
+        out = {"novelty": self.novelty.score_descriptors(d)}
+        if self.head is not None:
+            out["not_dermoscopy"] = self.head.score_descriptors(d)
+        return out
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Feature maps -> scores (N,); out of scope above `threshold`."""
+        return self.score_descriptors(pooled(features))
+
+    def score_descriptors(self, descriptors: np.ndarray) -> np.ndarray:
+        novelty = self.novelty.score_descriptors(descriptors)
+        if self.head is None:
+            return novelty
+        return np.maximum(novelty - self.novelty.threshold, self.head.score_descriptors(descriptors) - self.head.threshold)
+
+    def in_scope(self, score: float) -> bool:
+        return bool(score <= self.threshold)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {**self.novelty.to_arrays(), **(self.head.to_arrays() if self.head is not None else {})}

@@ -2,6 +2,8 @@
 
 The manifest names it with its sha256 (`aux`); the runtime refuses a sidecar
 that does not match, as it refuses a `.tflite` that does not match.
+Format 2 adds the not-dermoscopy head to the scope check; format 1 (novelty
+only) is still read, so a model installed before keeps working as it was.
 """
 
 from __future__ import annotations
@@ -13,19 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from .explain import CamHead
-from .scope import ScopeModel
+from .scope import DermoscopyHead, ScopeCheck, ScopeModel
 
-SIDECAR_FORMAT = 1
+SIDECAR_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 @dataclass
 class Sidecar:
-    scope: ScopeModel
+    scope: ScopeCheck
     cam: CamHead
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez(buf, format=np.int32(SIDECAR_FORMAT), cam_weights=self.cam.weights.astype(np.float32),
+        fmt = SIDECAR_FORMAT if self.scope.head is not None else 1  # readable by apps from before the head
+        np.savez(buf, format=np.int32(fmt), cam_weights=self.cam.weights.astype(np.float32),
                  cam_bias=np.float32(self.cam.bias), **self.scope.to_arrays())
         return buf.getvalue()
 
@@ -34,14 +38,16 @@ class Sidecar:
         """Raises ValueError with the reason when the file is not a usable sidecar."""
         try:
             with np.load(path, allow_pickle=False) as npz:
-                if int(npz["format"]) != SIDECAR_FORMAT:
-                    raise ValueError(f"sidecar format {int(npz['format'])}, this app reads {SIDECAR_FORMAT}")
-                scope = ScopeModel.from_arrays(npz)
+                fmt = int(npz["format"])
+                if fmt not in READABLE_FORMATS:
+                    raise ValueError(f"sidecar format {fmt}, this app reads {', '.join(map(str, READABLE_FORMATS))}")
+                head = DermoscopyHead.from_arrays(npz) if fmt >= 2 else None
+                scope = ScopeCheck(ScopeModel.from_arrays(npz), head)
                 cam = CamHead(np.asarray(npz["cam_weights"], np.float32), float(npz["cam_bias"]))
         except (OSError, KeyError, ValueError) as exc:
             raise ValueError(f"{exc}") from None
         if cam.weights.ndim != 1:
             raise ValueError("CAM weights must be a vector")
-        if scope.mean.shape[0] != 2 * cam.weights.shape[0]:
-            raise ValueError(f"scope arrays ({scope.mean.shape[0]} values) do not fit {cam.weights.shape[0]} feature channels")
+        if scope.novelty.mean.shape[0] != 2 * cam.weights.shape[0]:
+            raise ValueError(f"scope arrays ({scope.novelty.mean.shape[0]} values) do not fit {cam.weights.shape[0]} feature channels")
         return cls(scope, cam)

@@ -10,6 +10,11 @@ run alone against an existing run folder (`--run-dir`).
 
 packs a model, its manifest and model card into a signed bundle for
 `edge-app model install` (no TensorFlow needed).
+
+    edge-train scope models/student_fp16.tflite --data ../shared/data
+
+refits an exported model's scope check through the device runtime (no
+TensorFlow; the .tflite is unchanged): `training/scope_refit.py`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["sign"]:
         return sign(argv[1:])
+    if argv[:1] == ["scope"]:
+        from .scope_refit import main as scope_main
+
+        return scope_main(argv[1:])
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     from . import pipeline

@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import scope as scope_lib
 from ..explain import MEANING, CamHead
 from ..manifest import SELFTEST_PATTERNS, SELFTEST_TOLERANCE, Manifest, aux_path_for, selftest_input, sha256_file
 from ..preprocess import Preprocessor
 from ..sidecar import Sidecar
+from .scope_fit import ScopeSet, fit_scope_check
 
 LABELS = ["benign", "malignant"]
 
@@ -30,13 +30,6 @@ def convert_fp16(keras_model: Any) -> bytes:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
     return converter.convert()
-
-
-SCOPE_MAX_FLAGGED = 0.03  # the contract: at most 3% of validation dermoscopy flagged out of scope
-# Calibrated to 1% flagged on validation: held-out images stay well under 3%, and dermoscopy from other
-# dermatoscopes is flagged less (measured on the shipped model: isic_archive 8.5% at 1%, 14.5% at 2%)
-# while every generated out-of-scope image still scores far above the threshold.
-SCOPE_MARGIN = 0.02
 
 
 def keras_outputs(keras_model: Any, batch: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray | None]:
@@ -69,20 +62,10 @@ def model_temperature(keras_model: Any) -> float:
     return 1.0 / float(layer.scale)
 
 
-def fit_scope(keras_model: Any, train_x: np.ndarray, val_x: np.ndarray) -> tuple[Sidecar, dict[str, Any]]:
-    """Scope model on the training sample's feature maps, threshold on validation's; plus the CAM head."""
-    _, f_train = keras_outputs(keras_model, train_x)
-    _, f_val = keras_outputs(keras_model, val_x)
-    if f_train is None or f_val is None:
-        raise ValueError("scope_data given but the model has no features output (build it with with_softmax)")
-    model = scope_lib.fit(f_train)
-    cal = scope_lib.calibrate(model, f_val, SCOPE_MAX_FLAGGED, SCOPE_MARGIN)
-    block = {"method": scope_lib.METHOD, "descriptor": "spatial mean + std of the last feature map",
-             "components": int(model.components.shape[0]), "threshold": cal["threshold"],
-             "val_flagged": round(cal["val_flagged"], 4), "n_val": cal["n_val"], "n_train": len(f_train),
-             "rule": f"score above the {100 * (1 - SCOPE_MAX_FLAGGED + SCOPE_MARGIN):.0f}th percentile of validation "
-                     f"dermoscopy (target <= {SCOPE_MAX_FLAGGED:.0%} flagged)"}
-    return Sidecar(model, cam_head(keras_model)), block
+def fit_scope(keras_model: Any, scope_set: ScopeSet) -> tuple[Sidecar, dict[str, Any]]:
+    """Scope check (`scope_fit.fit_scope_check`) on the set's descriptors, plus the CAM head."""
+    check, block = fit_scope_check(scope_set)
+    return Sidecar(check, cam_head(keras_model)), block
 
 
 def export_student(
@@ -96,7 +79,7 @@ def export_student(
     metrics: dict[str, Any] | None = None,
     training_command: str = "",
     *,
-    scope_data: tuple[np.ndarray, np.ndarray] | None = None,
+    scope_data: ScopeSet | None = None,
 ) -> Manifest:
     """Write `<out>.tflite` and `<out>.json` (and `<out>.aux.npz`); return the manifest.
 
@@ -105,10 +88,10 @@ def export_student(
     within SELFTEST_TOLERANCE before the manifest is written (a failing export
     never produces a loadable model).
 
-    `scope_data` = (a sample of training-split tensors, validation tensors),
-    preprocessed (N, size, size, 3) float32: with it, and a model from
-    `with_softmax` (probabilities + features), the sidecar holds the scope model
-    (threshold: <= 3% of validation flagged) and the CAM head, and the manifest
+    `scope_data` = the descriptors the scope check is fitted on
+    (`scope_fit.build_set` with this model's features): with it, and a model
+    from `with_softmax` (probabilities + features), the sidecar holds the scope
+    check (<= 3% of validation flagged) and the CAM head, and the manifest
     names it with its sha256 plus `scope` and `explain` blocks.
     """
     import tensorflow as tf
@@ -124,7 +107,7 @@ def export_student(
     explain_block: dict[str, Any] = {}
     sidecar = None
     if scope_data is not None:
-        sidecar, scope_block = fit_scope(keras_model, *scope_data)
+        sidecar, scope_block = fit_scope(keras_model, scope_data)
         aux_path.write_bytes(sidecar.to_bytes())
         aux = {"file": aux_path.name, "sha256": sha256_file(aux_path), "size_bytes": aux_path.stat().st_size}
     else:

@@ -440,6 +440,26 @@ def calibrate_logits_layer(model, val_logits: np.ndarray, y_val: np.ndarray) -> 
     return {"method": "platt", "a": a, "b": c}
 
 
+def scope_set(run: Run, model: Any) -> Any:
+    """What the scope check is fitted on (`scope_fit.build_set`), described by `model`'s features: a seeded sample
+    of 2000 training images through the device path (the novelty reference: as they are, not augmented: an
+    augmented reference widens "in scope" until skin photos and objects pass), their device-augmented copies and
+    the generated negatives; validation for the thresholds."""
+    from ..images import read_image
+    from .export import keras_outputs
+    from .scope_fit import build_set, device_tensors
+
+    train, val = run.splits()["train"], run.splits()["val"]
+    pick = np.sort(np.random.default_rng(run.cfg.seed).permutation(len(train))[:2000])
+    sample = train.subset(pick)
+    min_side = 2 * run.preprocessor.params.size  # as the device decodes (runtime.Classifier.decode_min_side)
+    frames = [read_image(run.data / r["file"], min_side=min_side) for r in sample.rows]
+    val_frames = (read_image(run.data / r["file"], min_side=min_side) for r in val.rows)
+    return build_set(frames, list(sample.datasets), device_tensors(frames, run.preprocessor, min_side),
+                     device_tensors(val_frames, run.preprocessor, min_side), list(val.datasets), run.preprocessor,
+                     min_side, lambda batch: keras_outputs(model, batch)[1], seed=run.cfg.seed)
+
+
 def step_export(run: Run) -> None:
     """Better student on validation -> Platt-calibrated fp16 TFLite + manifest; threshold chosen on validation only,
     so that sensitivity >= min_sensitivity holds on each validation dataset separately."""
@@ -457,17 +477,13 @@ def step_export(run: Run) -> None:
         logit_model = load_student(run, shipped)
         x_va, y_va = run.tensors("val"), run.labels("val")
         val_sources = run.splits()["val"].datasets
-        # the scope check's reference: a sample of the training images as they are (not augmented: an augmented
-        # reference widens "in scope" until skin photos and objects pass; measured with benchmarks/scope_check.py)
-        train = run.splits()["train"]
-        pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(train))[:2000])
-        scope_data = (preprocess_table(train.subset(pick), run.data, run.preprocessor, run.cache_dir, desc="train sample (scope)"), x_va)
         val_logits = np.asarray(logit_model.predict(x_va, batch_size=256, verbose=0), np.float64)[:, :2]
         p_raw = malignant_from_logits(val_logits)  # before calibration
         calibration = {"method": "none"}
         if cfg.calibration == "platt":
             calibration = calibrate_logits_layer(logit_model, val_logits, y_va)
         model = with_softmax(logit_model)
+        scope_data = scope_set(run, model)
         out32 = model.predict(x_va, batch_size=256, verbose=0)
         p32 = np.asarray(out32[0] if isinstance(out32, list) else out32, np.float64)[:, 1]  # [probabilities, features] or probabilities
         calibration.update({"val_ece_before": expected_calibration_error(y_va, p_raw), "val_ece_after": expected_calibration_error(y_va, p32)})

@@ -35,7 +35,7 @@ def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_
     base, tmp_path = scoped_server
     ARTIFACTS.mkdir(exist_ok=True)
     lesion, text = tmp_path / "lesion.jpg", tmp_path / "form.jpg"
-    cv2.imwrite(str(lesion), make_lesion_image(160, 120, seed=5002))
+    cv2.imwrite(str(lesion), make_lesion_image(160, 120, seed=5002, vignette=True))
     cv2.imwrite(str(text), ood_images.text(3))
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,

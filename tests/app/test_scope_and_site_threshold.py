@@ -21,7 +21,7 @@ from edge_app.training import ood_images
 from tests.conftest import TINY_MODEL, make_lesion_image
 
 SCOPE_MODEL = Path(__file__).resolve().parents[1] / "fixtures" / "tiny_scope_fp16.tflite"
-IN_SCOPE_SEED = 5002
+IN_SCOPE_SEED = 5002  # with a vignette: the tiny model was fitted on such frames (its verdicts on others are arbitrary)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_an_upload_that_is_not_dermoscopy_is_stored_as_out_of_scope_with_no_verd
 
 
 def test_an_in_scope_screening_has_a_heatmap_over_its_image_and_the_detail_page_says_what_it_is(scoped_client):
-    frame = make_lesion_image(160, 120, seed=IN_SCOPE_SEED)
+    frame = make_lesion_image(160, 120, seed=IN_SCOPE_SEED, vignette=True)
     rec = upload(scoped_client, frame).get_json()
     assert rec["in_scope"] is True and rec["decision"] in ("benign", "malignant")
     assert rec["heatmap_url"]
@@ -82,7 +82,7 @@ def test_a_record_without_a_heatmap_answers_404(make_app, lesion_image):
 
 def test_a_site_threshold_is_used_shown_and_stored_until_reset(scoped_client, scoped_classifier, tmp_path):
     data_dir = tmp_path / "data"
-    frame = make_lesion_image(160, 120, seed=IN_SCOPE_SEED)
+    frame = make_lesion_image(160, 120, seed=IN_SCOPE_SEED, vignette=True)
     before = upload(scoped_client, frame).get_json()
     assert before["threshold_source"] == "model" and before["threshold"] == pytest.approx(scoped_classifier.manifest.threshold)
     save_site(data_dir, SiteThreshold(threshold=0.0123, model_sha256=scoped_classifier.sha256, applied_at="2026-01-01T00:00:00Z",
@@ -103,7 +103,7 @@ def test_a_site_threshold_is_used_shown_and_stored_until_reset(scoped_client, sc
 def test_a_site_threshold_calibrated_for_another_model_is_not_used(scoped_client, scoped_classifier, tmp_path):
     save_site(tmp_path / "data", SiteThreshold(threshold=0.0123, model_sha256="0" * 64, applied_at="2026-01-01T00:00:00Z",
                                                set_sha256="ab" * 32, labels_csv="c.csv", counts={}, min_sensitivity=0.9))
-    rec = upload(scoped_client, make_lesion_image(160, 120, seed=IN_SCOPE_SEED)).get_json()
+    rec = upload(scoped_client, make_lesion_image(160, 120, seed=IN_SCOPE_SEED, vignette=True)).get_json()
     assert rec["threshold_source"] == "model"
     assert rec["threshold"] == pytest.approx(scoped_classifier.manifest.threshold)
     problem = scoped_client.get("/api/stats").get_json()["site_threshold_problem"]

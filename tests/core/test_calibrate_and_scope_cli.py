@@ -102,7 +102,7 @@ def test_calibrate_without_a_set_or_with_a_bad_target_explains(tmp_path, capsys)
 
 def test_classify_json_prints_scope_for_a_scoped_model_and_null_for_an_old_one(tmp_path, capsys):
     lesion, noise = tmp_path / "lesion.png", tmp_path / "noise.png"
-    cv2.imwrite(str(lesion), make_lesion_image(160, 120, seed=5002))
+    cv2.imwrite(str(lesion), make_lesion_image(160, 120, seed=5002, vignette=True))
     cv2.imwrite(str(noise), ood_images.noise(0))
     assert main(["classify", str(lesion), str(noise), "--json", "--model", str(SCOPE_MODEL)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

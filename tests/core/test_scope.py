@@ -144,3 +144,62 @@ def test_edge_bench_times_the_heatmap_as_stage_explain_beside_the_total(capsys):
     res = json.loads(capsys.readouterr().out)["results"][0]
     assert res["stages"]["explain"]["count"] == 5 and res["stages"]["explain"]["p50"] > 0
     assert res["explain_share_of_total"] == pytest.approx(res["stages"]["explain"]["p50"] / res["stages"]["total"]["p50"], abs=2e-3)
+
+
+def _check_with_head() -> tuple[scope.ScopeCheck, np.ndarray]:
+    """Novelty fitted on gamma-distributed descriptors; a head that reads only the first value."""
+    rng = np.random.default_rng(1)
+    train = rng.gamma(2.0, 1.0, (400, 4, 4, 6)).astype(np.float32)
+    novelty = scope.fit(train, n_components=4)
+    novelty.threshold = 3.0
+    d = scope.pooled(train).shape[1]
+    weights = np.zeros(d, np.float32)
+    weights[0] = 1.0
+    head = scope.DermoscopyHead(np.zeros(d, np.float32), np.ones(d, np.float32), weights, 0.0, threshold=5.0)
+    return scope.ScopeCheck(novelty, head), train
+
+
+def test_an_image_is_out_of_scope_when_either_part_says_so():
+    check, train = _check_with_head()
+    typical = train[:1]
+    assert check.threshold == 0.0 and check.in_scope(float(check.score(typical)[0]))
+    parts = check.parts(typical)
+    assert set(parts) == {"novelty", "not_dermoscopy"}
+    looks_like_a_photo = typical.copy()
+    looks_like_a_photo[..., 0] = 6.0  # the head's value above its threshold; barely unusual for the novelty part
+    assert check.head.score_descriptors(scope.pooled(looks_like_a_photo))[0] > check.head.threshold
+    assert not check.in_scope(float(check.score(looks_like_a_photo)[0]))
+    far = typical * 0 + 40.0  # far from training on every value (the head alone would not see it as more than 40)
+    far[..., 0] = 0.0
+    assert check.parts(far)["not_dermoscopy"][0] < check.head.threshold
+    assert not check.in_scope(float(check.score(far)[0]))
+
+
+def test_a_sidecar_with_the_head_round_trips_and_one_from_before_the_head_still_loads(tmp_path):
+    from edge_app.sidecar import Sidecar
+
+    check, train = _check_with_head()
+    cam = explain.CamHead(np.ones(6, np.float32), 0.0)
+    path = tmp_path / "m.aux.npz"
+    path.write_bytes(Sidecar(check, cam).to_bytes())
+    loaded = Sidecar.load(path)
+    assert loaded.scope.head is not None
+    assert np.allclose(loaded.scope.score(train[:5]), check.score(train[:5]), rtol=1e-5)
+    path.write_bytes(Sidecar(scope.ScopeCheck(check.novelty), cam).to_bytes())  # format 1: novelty only
+    old = Sidecar.load(path)
+    assert old.scope.head is None and old.scope.threshold == pytest.approx(3.0)
+    assert np.allclose(old.scope.score(train[:5]), check.novelty.score(train[:5]), rtol=1e-5)
+
+
+def test_a_sidecar_of_an_unknown_format_or_with_a_broken_head_is_refused(tmp_path):
+    import io
+
+    from edge_app.sidecar import Sidecar
+
+    check, _ = _check_with_head()
+    cam = explain.CamHead(np.ones(6, np.float32), 0.0)
+    arrays = dict(np.load(io.BytesIO(Sidecar(check, cam).to_bytes())))
+    for name, change in (("future", {"format": np.int32(9)}), ("short-head", {"head_weights": np.ones(3, np.float32)})):
+        np.savez(tmp_path / f"{name}.npz", **{**arrays, **change})
+        with pytest.raises(ValueError, match="format 9|inconsistent shapes"):
+            Sidecar.load(tmp_path / f"{name}.npz")

@@ -53,23 +53,29 @@ def test_export_with_scope_data_writes_a_verified_sidecar_the_device_uses(tmp_pa
     from edge_app.preprocess import Preprocessor, PreprocessParams
     from edge_app.runtime import Classifier
     from edge_app.training.export import export_student, keras_outputs
+    from edge_app.training.scope_fit import build_set, device_tensors
     from edge_app.training.student import with_softmax
+    from tests.conftest import make_lesion_image
 
     model = with_softmax(_student(with_dx_head=True), temperature=1.5)
-    rng = np.random.default_rng(0)
-    skin = np.array([0.5, 0.2, 0.05], np.float32)
-    train = np.clip(skin + rng.normal(0, 0.15, (120, 32, 32, 3)), -1, 1).astype(np.float32)
-    val = np.clip(skin + rng.normal(0, 0.15, (100, 32, 32, 3)), -1, 1).astype(np.float32)
+    pre = Preprocessor(PreprocessParams(size=32))
+    train = [make_lesion_image(96, 72, seed=s, vignette=s % 2 == 0) for s in range(120)]
+    val_frames = [make_lesion_image(96, 72, seed=s, vignette=s % 2 == 0) for s in range(500, 600)]
+    scope_set = build_set(train, ["a"] * 60 + ["b"] * 60, device_tensors(train, pre, 64), device_tensors(val_frames, pre, 64),
+                          ["a"] * 100, pre, 64, lambda batch: keras_outputs(model, batch)[1])
     out = tmp_path / "student_fp16.tflite"
-    manifest = export_student(model, out, Preprocessor(PreprocessParams(size=32)), 0.4, "test", "t-1",
-                              scope_data=(train, val))
+    manifest = export_student(model, out, pre, 0.4, "test", "t-1", scope_data=scope_set)
     aux = tmp_path / "student_fp16.aux.npz"
     assert manifest.aux["file"] == aux.name and len(manifest.aux["sha256"]) == 64
     assert manifest.scope["val_flagged"] <= 0.03 and manifest.scope["n_val"] == 100 and manifest.scope["n_train"] == 120
+    assert manifest.scope["n_augmented"] == 120 and manifest.scope["negatives"]["lesion_on_skin"] == 120
+    assert set(manifest.scope["leave_one_kind_out_flagged"]) == set(manifest.scope["negatives"])
     assert manifest.explain["method"] == "cam" and manifest.explain["temperature"] == pytest.approx(1.5)
     assert all("scope_score" in case for case in manifest.selftest["cases"])
     on_disk = json.loads(out.with_suffix(".json").read_text())
     assert on_disk["scope"]["threshold"] == pytest.approx(manifest.scope["threshold"])
+    val = np.stack(list(device_tensors(val_frames[:4], pre, 64)))
+    rng = np.random.default_rng(0)
 
     clf = Classifier(out, num_threads=1)
     assert clf.has_scope

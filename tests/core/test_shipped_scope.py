@@ -1,0 +1,53 @@
+"""The shipped model's scope check on real dermoscopy and on pictures taken without a dermatoscope.
+
+Real images come from ../shared/data (the shipped test split); the tests skip with the reason without it.
+Shares over many images are measured by `benchmarks/scope_check.py` (model card).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_app.device_path import screen_image
+from edge_app.runtime import Classifier
+from edge_app.training import ood_images
+from tests.conftest import REPO, dermoscopy_image
+
+MODEL = REPO / "models" / "student_fp16.tflite"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Classifier:
+    return Classifier(MODEL, num_threads=1)
+
+
+def test_real_held_out_dermoscopy_is_in_scope_and_gets_a_verdict(shipped):
+    for i in range(6):
+        result = screen_image(shipped, dermoscopy_image(600, 450, index=i)).classification
+        assert result.in_scope is True, i
+        assert result.decision in ("benign", "malignant")
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.6])
+def test_the_same_lesions_photographed_in_a_field_of_skin_without_a_dermatoscope_get_no_verdict(shipped, fraction):
+    """A phone photo from a distance (20% of the frame) and a close-up without a dermatoscope (60%)."""
+    for i in range(4):
+        photo = ood_images.lesion_on_skin(100 + i, dermoscopy_image(600, 450, index=i), fraction)
+        result = screen_image(shipped, photo).classification
+        assert result.in_scope is False and result.decision == "out_of_scope", i
+        assert 0.0 <= result.malignant_probability <= 1.0  # kept for audit
+
+
+def test_skin_photos_and_objects_are_out_of_scope(shipped):
+    for kind in ("skin_photo", "text", "pattern", "flat"):
+        for seed in range(3):
+            result = screen_image(shipped, ood_images.KINDS[kind](90_000 + seed)).classification
+            assert result.decision == "out_of_scope", (kind, seed)
+
+
+def test_the_manifest_states_the_validation_share_and_how_the_check_fares_on_kinds_it_never_saw(shipped):
+    block = shipped.manifest.scope
+    assert block["val_flagged"] <= 0.03
+    assert all(share <= 0.03 for share in block["val_flagged_by_dataset"].values())
+    assert set(block["leave_one_kind_out_flagged"]) == set(block["negatives"]) >= {"skin_photo", "lesion_on_skin"}
+    assert shipped.sidecar.scope.head is not None  # novelty + not-dermoscopy head
