@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,66 @@ def _targets(m: dict[str, Any]) -> list[tuple[str, float | None, float]]:
 
 def _step_config(run_dir: Path, step: str, cfg: dict[str, Any]) -> dict[str, Any]:
     """The config a step actually ran with (`config.<step>.<preset>.json` in the run folder), else this one's."""
-    import json
-
     path = run_dir / f"config.{step}.{cfg['preset']}.json"
     return json.loads(path.read_text())["config"] if path.is_file() else cfg
+
+
+SCOPE_START, SCOPE_END = "<!-- scope-check -->", "<!-- /scope-check -->"
+
+
+def scope_section(block: dict[str, Any]) -> str:
+    """The card's scope-check section from the manifest's `scope` block (written by the exporter or by
+    `edge-train scope`, which puts it back into an existing card with `replace_scope_section`)."""
+    if not block:
+        return f"{SCOPE_START}\n## Scope check\n\nThis model has no scope check (exported without a features output).\n{SCOPE_END}"
+    L = [SCOPE_START, "## Scope check (no verdict on what is not dermoscopy)\n"]
+    a = L.append
+    negatives = block.get("negatives", {})
+    if "head_threshold" not in block:  # novelty distance only (a sidecar from before the head)
+        a(f"Method: {block.get('method')} on the {block.get('descriptor')}; {block.get('n_train')} training images; "
+          f"validation dermoscopy flagged: {block.get('val_flagged', 0):.1%} of {block.get('n_val')}.")
+    else:
+        by_ds = ", ".join(f"{k} {v:.1%}" for k, v in block.get("val_flagged_by_dataset", {}).items())
+        a(f"An image gets no verdict (`out_of_scope`) when either part flags it (`edge_app/scope.py`, NumPy on the device): "
+          f"a **novelty** distance of the {block['descriptor']} to {block['n_train']} training images (PCA-Mahalanobis + "
+          f"residual, {block['components']} components), or a **not-dermoscopy head** (logistic regression on the same "
+          f"features) fitted on those images plus {block['n_augmented']} copies as other devices would take them, against "
+          + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in negatives.items())
+          + " images (generated; `lesion on skin` = real training lesions put into skin photos without a dermatoscope). "
+          f"Thresholds on validation dermoscopy only: {block['rule']}. **{block['val_flagged']:.1%} of {block['n_val']} "
+          f"validation images flagged** ({by_ds}).\n")
+        loko = block.get("leave_one_kind_out_flagged", {})
+        if loko:
+            a("How the check fares on a kind of picture its head never saw (the head refitted without that kind; share of "
+              "that kind flagged):\n")
+            a("| kind left out | flagged |\n| --- | --- |")
+            for kind, share in loko.items():
+                a(f"| {kind.replace('_', ' ')} | {share:.1%} |")
+        a("\nHeld-out figures (generated images of other seeds, test lesions in skin photos, test dermoscopy as is and under "
+          "each robustness shift): `python benchmarks/scope_check.py --shifts`, in the README. The negatives are generated or "
+          "composited (sample photos of objects, real lesions in synthetic skin): real clinical photos and dermoscopy from "
+          "other dermatoscopes have not been measured here.")
+    if block.get("fitted_by"):
+        a(f"\nThis scope check was fitted by `{block['fitted_by']}` (device runtime; the `.tflite` and every other number "
+          "in this card are unchanged by it).")
+    a(SCOPE_END)
+    return "\n".join(L)
+
+
+def replace_scope_section(card_path: Path, block: dict[str, Any]) -> bool:
+    """Put `scope_section(block)` into an existing card (in place of the old one, or before Limitations)."""
+    if not card_path.is_file():
+        return False
+    text, section = card_path.read_text(), scope_section(block)
+    if SCOPE_START in text and SCOPE_END in text:
+        head, rest = text.split(SCOPE_START, 1)
+        text = head + section + rest.split(SCOPE_END, 1)[1]
+    elif "\n## Where each step ran" in text:  # where write_card puts it
+        text = text.replace("\n## Where each step ran", "\n" + section + "\n\n## Where each step ran", 1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    card_path.write_text(text)
+    return True
 
 
 def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path, data: str) -> None:
@@ -225,6 +282,9 @@ def write_card(path: Path, m: dict[str, Any], cfg: dict[str, Any], run_dir: Path
         for name, r in cross.items():
             a(f"| {name} | {r['n']} ({r['n_malignant']}) | {_ci(r['auc'])} | {_ci(r['sensitivity'])} | {_ci(r['specificity'])} | "
               f"{r['unreadable']} |")
+    manifest = path.parent / "student_fp16.json"
+    if manifest.is_file():
+        a("\n" + scope_section(json.loads(manifest.read_text()).get("scope", {})))
     a("\n## Where each step ran\n")
     t = m.get("timings_s", {})
     a("Wall time per step (s): " + ", ".join(f"{k} {v}" for k, v in t.items()) + ". Tensors and augmented passes are cached under "

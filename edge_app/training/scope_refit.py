@@ -8,7 +8,8 @@ scope check (`training/scope_fit.py`): features come from the model itself,
 run by LiteRT on the device path's tensors, so no TensorFlow is needed. The
 manifest gets the sidecar's new sha256, the `scope` block and the self-test's
 scope scores; the model is then loaded as the app would load it, and the old
-files are put back if that fails.
+files are put back if that fails. The model card beside it (`MODEL_CARD.md`)
+gets its scope-check section rewritten from the new block.
 
 Images: validation = `<splits>/val.csv` (the threshold's data); training = every
 row of each dataset's `labels.csv` that is in neither `val.csv` nor `test.csv`
@@ -58,6 +59,7 @@ def refit(model_path: Path, data: Path, splits: Path, train_sample: int = 2000, 
     from ..runtime import Classifier, ModelError
     from ..sidecar import Sidecar
     from . import scope_fit
+    from .card import replace_scope_section
 
     clf = Classifier(model_path)
     if clf.sidecar is None:
@@ -100,6 +102,8 @@ def refit(model_path: Path, data: Path, splits: Path, train_sample: int = 2000, 
         for path, content in old.items():
             _write_atomic(path, content)
         raise
+    if replace_scope_section(model_path.parent / "MODEL_CARD.md", block):
+        log(f"updated the scope-check section of {model_path.parent / 'MODEL_CARD.md'}")
     return block
 
 

@@ -8,6 +8,7 @@ Saves test-artifacts/ui-heatmap-800x480.png, ui-heatmap-detail.png and ui-out-of
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import cv2
@@ -27,6 +28,15 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM}
 def scoped_server(tmp_path):
     with serve_app(tmp_path, "--camera", "none", "--model", str(SCOPE_MODEL)) as base:
         yield base, tmp_path
+
+
+def wait_until(page, condition: str, timeout_s: float = 15.0) -> None:
+    """Poll a JS condition with page.evaluate (DevTools evaluation; the app's CSP forbids the string eval that
+    page.wait_for_function falls back to when the condition is not already true)."""
+    deadline = time.monotonic() + timeout_s
+    while not page.evaluate(condition):
+        assert time.monotonic() < deadline, f"timed out waiting for {condition}"
+        time.sleep(0.05)
 
 
 def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_scope(scoped_server):
@@ -56,7 +66,7 @@ def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_
             expect(toggle).to_have_attribute("aria-pressed", "true")
             overlay, image = page.locator("#heatmap"), page.locator("#shot")
             expect(overlay).to_be_visible()
-            page.wait_for_function("document.getElementById('heatmap').complete && document.getElementById('shot').naturalWidth > 0")
+            wait_until(page, "document.getElementById('heatmap').complete && document.getElementById('shot').naturalWidth > 0")
             o, i = overlay.bounding_box(), image.bounding_box()
             assert o["width"] > 20 and o["height"] == pytest.approx(o["width"], abs=2)  # the analysed square
             assert o["y"] >= i["y"] - 1 and o["y"] + o["height"] <= i["y"] + i["height"] + 1  # over the analysed image

@@ -110,3 +110,18 @@ def test_a_refit_whose_result_does_not_load_puts_the_old_sidecar_and_manifest_ba
     assert {p.name: p.read_bytes() for p in model.parent.glob("tiny_scope_fp16.*")} == before
     assert not list(model.parent.glob("*.tmp"))
     real(model, num_threads=1)
+
+
+def test_refit_rewrites_the_scope_section_of_the_card_beside_the_model_once(tmp_path):
+    from edge_app.training import scope_refit
+
+    model = _model(tmp_path)
+    root, splits = _data(tmp_path)
+    card = model.parent / "MODEL_CARD.md"
+    card.write_text("# card\n\n## Results\n\nAUC 0.9\n\n## Where each step ran\n\nhere\n")
+    for _ in range(2):
+        block = scope_refit.refit(model, root, splits, train_sample=20, log=lambda m: None)
+    text = card.read_text()
+    assert text.count("## Scope check") == 1 and text.index("## Results") < text.index("## Scope check") < text.index("## Where")
+    assert f"{block['val_flagged']:.1%} of 10 validation images flagged" in text
+    assert "| skin photo |" in text and "AUC 0.9" in text
