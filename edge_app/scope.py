@@ -103,7 +103,8 @@ class ScopeModel:
 
 
 def fit(train_features: np.ndarray, n_components: int = DEFAULT_COMPONENTS) -> ScopeModel:
-    """Fit on training feature maps (N, h, w, C); the threshold is left at +inf (see `calibrate`)."""
+    """Fit on training feature maps (N, h, w, C); the threshold is left at +inf (set it with `quantile_threshold`
+    on validation scores)."""
     return fit_descriptors(pooled(train_features), n_components)
 
 
@@ -121,18 +122,6 @@ def fit_descriptors(descriptors: np.ndarray, n_components: int = DEFAULT_COMPONE
     residual_scale = float(np.sqrt(np.mean(resid**2, axis=1)).mean()) + EPS
     return ScopeModel(mean.astype(np.float32), scale.astype(np.float32), components.astype(np.float32),
                       sigma.astype(np.float32), residual_scale, float("inf"))
-
-
-def calibrate(model: ScopeModel, val_features: np.ndarray, max_flagged: float = 0.03, margin: float = 0.01) -> dict[str, float]:
-    """Set the threshold so that at most `max_flagged - margin` of validation images score above it.
-
-    Returns the threshold, the share of validation images flagged and n.
-    """
-    if not 0 < max_flagged - margin < 1:
-        raise ValueError(f"max_flagged - margin must be in (0, 1), got {max_flagged - margin}")
-    scores = model.score(val_features)
-    model.threshold = quantile_threshold(scores, max_flagged - margin)
-    return {"threshold": model.threshold, "val_flagged": float(np.mean(scores > model.threshold)), "n_val": len(scores)}
 
 
 def quantile_threshold(val_scores: np.ndarray, share: float) -> float:

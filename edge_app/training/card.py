@@ -72,6 +72,16 @@ def scope_section(block: dict[str, Any]) -> str:
             a("| kind left out | flagged |\n| --- | --- |")
             for kind, share in loko.items():
                 a(f"| {kind.replace('_', ' ')} | {share:.1%} |")
+        loso = block.get("leave_one_source_out_flagged", {})
+        if loso:
+            a("\nHow the check fares on a dermoscopy source it never saw (fitted and thresholded without it; share of that "
+              "source's images flagged, i.e. refused although they are dermoscopy):\n")
+            a("| source left out | flagged | images |\n| --- | --- | --- |")
+            for source, r in loso.items():
+                a(f"| {source} | {r['flagged']:.1%} | {r['n']} |")
+            a("\nA check fitted on one small source (a few hundred images) refuses much of another: the in-scope side needs "
+              "several dermatoscopes; a site with a new one sees its refusal rate on its own labelled images in `edge-app "
+              "calibrate` (the count left out of scope) or `edge-app evaluate --json` (`out_of_scope_rate`).")
         a("\nHeld-out figures (generated images of other seeds, test lesions in skin photos, test dermoscopy as is and under "
           "each robustness shift): `python benchmarks/scope_check.py --shifts`, in the README. The negatives are generated or "
           "composited (sample photos of objects, real lesions in synthetic skin): real clinical photos and dermoscopy from "
@@ -84,7 +94,7 @@ def scope_section(block: dict[str, Any]) -> str:
 
 
 def replace_scope_section(card_path: Path, block: dict[str, Any]) -> bool:
-    """Put `scope_section(block)` into an existing card (in place of the old one, or before Limitations)."""
+    """Put `scope_section(block)` into an existing card: in place of the old one, else where `write_card` puts it."""
     if not card_path.is_file():
         return False
     text, section = card_path.read_text(), scope_section(block)

@@ -11,12 +11,14 @@ tests and `benchmarks/scope_check.py` see the same images:
   (a temple, a flower, a portrait), skipped when those packages are absent;
 - `skin_photo`: shoot-like skin photos taken without a dermatoscope: a large
   field of skin with shading and pores, no dark vignette, and a small distant
-  lesion (or none). These are the hard case: skin, but not dermoscopy.
+  lesion (or none); some with skin lines, redness, glare, the body's edge
+  against a background, defocus. These are the hard case: skin, but not dermoscopy.
 
 `lesion_on_skin(seed, dermoscopy_image, fraction)` puts a *real* lesion (the
 centre of a dermoscopy image, soft-edged, no vignette) into such a skin photo
 at `fraction` of its short side: 0.1-0.3 looks like a phone photo taken from a
-distance; larger fractions approach a close-up without a dermatoscope.
+distance; larger fractions approach a close-up without a dermatoscope. Half of
+them give the lesion a camera's look (softer, less contrast, glare).
 
 NumPy and OpenCV only.
 """
@@ -146,10 +148,11 @@ def photo(seed: int, _cache: dict[str, list[np.ndarray]] = {}) -> np.ndarray:  #
 
 
 def skin_photo(seed: int) -> np.ndarray:
-    """A phone-like photo of skin: even lighting with a gentle gradient, pores and fine texture,
-    sometimes a few hairs, a small distant lesion (or none), no dermatoscope vignette."""
+    """A phone-like photo of skin: lighting with a gradient, pores and fine texture, and as a phone camera
+    sees it some of: skin lines, redness, a flash or window glare, the edge of the body against a background,
+    defocus, sensor noise; a few hairs; a small distant lesion (or none); no dermatoscope vignette."""
     rng = _rng(seed)
-    w, h = int(rng.choice([640, 800, 1280])), 0
+    w = int(rng.choice([640, 800, 1280]))
     h = int(w * 0.75)
     tone = np.array(SKIN_TONES_BGR[seed % len(SKIN_TONES_BGR)], np.float32) + rng.normal(0, 8, 3)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -157,6 +160,17 @@ def skin_photo(seed: int) -> np.ndarray:
     low = cv2.resize(rng.normal(0, 1, (8, 8)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
     fine = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.2)
     img = tone * (shade + 0.04 * low + 0.03 * fine)[..., None]
+    if rng.random() < 0.5:  # skin lines: a faint crossing grid of creases
+        lines = np.zeros((h, w), np.float32)
+        step = int(rng.integers(12, 40))
+        for angle in rng.uniform(0, 180, 2):
+            t = np.deg2rad(angle)
+            phase = (xx * np.cos(t) + yy * np.sin(t)) % step
+            lines += np.exp(-((phase - step / 2) ** 2) / 2.0)
+        img *= (1.0 - float(rng.uniform(0.02, 0.06)) * cv2.GaussianBlur(lines, (0, 0), 1.0))[..., None]
+    if rng.random() < 0.3:  # redness
+        red = cv2.resize(rng.uniform(0, 1, (4, 4)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+        img *= (1.0 + float(rng.uniform(0.05, 0.15)) * np.clip(red, 0, 1)[..., None] * np.array([-1.0, -1.0, 0.6], np.float32))
     for _ in range(int(rng.integers(0, 8))):  # a few hairs
         p1 = tuple(int(v) for v in rng.integers(0, [w, h]))
         p2 = (p1[0] + int(rng.integers(-150, 150)), p1[1] + int(rng.integers(-150, 150)))
@@ -168,11 +182,41 @@ def skin_photo(seed: int) -> np.ndarray:
         cv2.ellipse(mask, (cx, cy), (r, int(r * rng.uniform(0.6, 1.0))), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
         mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, r / 4))[..., None]
         img = img * (1 - mask) + tone * float(rng.uniform(0.25, 0.55)) * mask
+    if rng.random() < 0.4:  # the edge of the body: background beyond a soft curve along one side
+        bg = rng.uniform(20, 230, 3).astype(np.float32)
+        side = int(rng.integers(4))
+        u, v = (xx / w, yy / h) if side < 2 else (yy / h, xx / w)
+        edge = float(rng.uniform(0.1, 0.3)) + 0.05 * np.sin(v * float(rng.uniform(2, 6)))
+        inside = (u if side % 2 == 0 else 1.0 - u) > edge
+        soft = cv2.GaussianBlur((~inside).astype(np.float32), (0, 0), 3.0)[..., None]
+        img = img * (1 - soft) + bg * (1.0 + 0.05 * low[..., None]) * soft
+    img = _photo_look(img, rng)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _photo_look(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """What a phone adds: a glare highlight (flash or window), defocus, sensor noise (float BGR in, out)."""
+    h, w = img.shape[:2]
+    if rng.random() < 0.5:
+        glare = np.zeros((h, w), np.float32)
+        for _ in range(int(rng.integers(1, 4))):
+            centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+            axes = (int(w * rng.uniform(0.01, 0.08)), int(h * rng.uniform(0.01, 0.05)))
+            cv2.ellipse(glare, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+        glare = cv2.GaussianBlur(glare, (0, 0), max(2.0, w / float(rng.uniform(60, 200))))[..., None]
+        strength = float(rng.uniform(0.4, 0.85))
+        img = img * (1 - glare * strength) + 250.0 * glare * strength
+    if rng.random() < 0.3:
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.8, 2.5)))
+    return img + rng.normal(0, float(rng.uniform(1, 5)), img.shape).astype(np.float32)
+
+
 def lesion_on_skin(seed: int, dermoscopy: np.ndarray, fraction: float) -> np.ndarray:
-    """A real lesion (`dermoscopy`, BGR) inside a lesion-free skin photo, `fraction` of its short side."""
+    """A real lesion (`dermoscopy`, BGR) inside a lesion-free skin photo, `fraction` of its short side.
+
+    Odd seeds also give the lesion a camera's look instead of a dermatoscope's: without immersion or
+    polarised light the surface reflection hides the inner structures (softer, less contrast) and a
+    highlight may sit on it."""
     bg = skin_photo(4 * seed)  # seed % 4 == 0: no synthetic lesion of its own
     h, w = dermoscopy.shape[:2]
     s = min(h, w)
@@ -180,12 +224,20 @@ def lesion_on_skin(seed: int, dermoscopy: np.ndarray, fraction: float) -> np.nda
     big_h, big_w = bg.shape[:2]
     side = max(8, int(min(big_h, big_w) * fraction))
     patch = cv2.resize(centre, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-    mask = np.zeros((side, side), np.float32)
-    cv2.circle(mask, (side // 2, side // 2), int(side * 0.45), 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), side / 12)[..., None]
     rng = _rng(seed)
     y0, x0 = int(rng.integers(0, big_h - side + 1)), int(rng.integers(0, big_w - side + 1))
     roi = bg[y0 : y0 + side, x0 : x0 + side].astype(np.float32)
+    # the dermatoscope's skin around the lesion takes this skin's colour (no halo of another light)
+    ring = np.concatenate([patch[:2].reshape(-1, 3), patch[-2:].reshape(-1, 3), patch[:, :2].reshape(-1, 3), patch[:, -2:].reshape(-1, 3)])
+    patch *= roi.reshape(-1, 3).mean(axis=0) / np.maximum(np.median(ring, axis=0), 1.0)
+    if seed % 2:
+        patch = cv2.GaussianBlur(patch, (0, 0), max(0.5, side / float(rng.uniform(80, 200))))
+        mean = patch.reshape(-1, 3).mean(axis=0)
+        patch = mean + (patch - mean) * float(rng.uniform(0.6, 0.9))
+        patch = _photo_look(patch, rng)
+    mask = np.zeros((side, side), np.float32)
+    cv2.circle(mask, (side // 2, side // 2), int(side * 0.45), 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), side / 12)[..., None]
     bg[y0 : y0 + side, x0 : x0 + side] = np.clip(roi * (1 - mask) + patch * mask, 0, 255).astype(np.uint8)
     return bg
 

@@ -16,10 +16,12 @@ feature maps, and everything else happens here.
 - **Thresholds** on validation dermoscopy only: the novelty part flags at most
   `NOVELTY_VAL_SHARE`, the head at most `HEAD_VAL_SHARE` (together <= 3%,
   the issue's contract, with room for other dermatoscopes).
-- **Leave one kind out**: the head is refitted without each negative kind in
-  turn and the share of that kind it still flags is reported: how the check
-  fares on a kind of picture it was not shown, which is the honest estimate
-  for real pictures nobody generated.
+- **Leave one kind out**: refitted without each negative kind in turn, the
+  share of that kind still flagged: how the check fares on a kind of picture it
+  was not shown, the honest estimate for real pictures nobody generated.
+- **Leave one source out**: refitted and thresholded without one dermoscopy
+  source, the share of that source's images flagged: what a dermatoscope the
+  check never saw may expect.
 """
 
 from __future__ import annotations
@@ -41,9 +43,13 @@ NEGATIVE_SEED = 1  # benchmarks/scope_check.py generates with seed 7: different 
 NEGATIVES_PER_KIND = 60
 LESION_ON_SKIN = 300
 LESION_FRACTION = (0.1, 0.6)
-NOVELTY_VAL_SHARE = 0.002
-HEAD_VAL_SHARE = 0.01
-HEAD_C = 0.1  # L2 strength of the logistic regression (1/C); the leave-one-kind-out shares are stable from 0.01 to 1
+NOVELTY_VAL_SHARE = 0.001
+HEAD_VAL_SHARE = 0.005
+# Inverse L2 strength of the logistic regression, chosen on the two held-out reports below (head threshold at 0.5%):
+# leaving isic_archive out, C 0.1 / 0.01 / 0.001 flag 11% / 5.5% / 3.0% of that unseen source; leaving the lesions in
+# skin photos out of the negatives, they still flag 89% / 85% / 71% of them. Weak weights cannot latch onto one
+# dermatoscope's look, but generalise less to unseen kinds of photo; 0.01 balances the two.
+HEAD_C = 0.01
 BATCH = 64
 
 
@@ -110,15 +116,20 @@ def build_set(train_frames: list[np.ndarray], train_groups: list[str], train_ten
     )
 
 
-def _fit_head(data: ScopeSet, keep: np.ndarray) -> scope_lib.DermoscopyHead:
+def _fit(data: ScopeSet, drop_source: str | None = None, drop_kind: str | None = None) -> scope_lib.ScopeCheck:
+    """Novelty + head, thresholds on validation; without one dermoscopy source or one negative kind if asked."""
     from sklearn.linear_model import LogisticRegression
 
-    pos = np.concatenate([data.train, data.augmented])
-    groups = np.concatenate([data.train_groups, data.train_groups])
-    neg = data.negatives[keep]
+    keep_pos, keep_val = data.train_groups != drop_source, data.val_groups != drop_source
+    keep_neg = data.negative_kinds != drop_kind
+    novelty = scope_lib.fit_descriptors(data.train[keep_pos])
+    novelty.threshold = scope_lib.quantile_threshold(novelty.score_descriptors(data.val[keep_val]), NOVELTY_VAL_SHARE)
+    pos = np.concatenate([data.train[keep_pos], data.augmented[keep_pos]])
+    groups = np.concatenate([data.train_groups[keep_pos], data.train_groups[keep_pos]])
+    neg = data.negatives[keep_neg]
     x = np.concatenate([pos, neg]).astype(np.float64)
     y = np.r_[np.zeros(len(pos)), np.ones(len(neg))]
-    names = np.unique(groups)  # each dataset half of the dermoscopy weight; dermoscopy and the rest weigh alike
+    names = np.unique(groups)  # each dataset an equal share of the dermoscopy weight; dermoscopy and the rest weigh alike
     w_pos = np.zeros(len(pos))
     for g in names:
         w_pos[groups == g] = 1.0 / (len(names) * np.sum(groups == g))
@@ -127,16 +138,15 @@ def _fit_head(data: ScopeSet, keep: np.ndarray) -> scope_lib.DermoscopyHead:
     lr = LogisticRegression(C=HEAD_C, max_iter=5000).fit((x - mean) / scale, y, sample_weight=w)
     head = scope_lib.DermoscopyHead(mean.astype(np.float32), scale.astype(np.float32),
                                     lr.coef_[0].astype(np.float32), float(lr.intercept_[0]), float("inf"))
-    head.threshold = scope_lib.quantile_threshold(head.score_descriptors(data.val), HEAD_VAL_SHARE)
-    return head
+    head.threshold = scope_lib.quantile_threshold(head.score_descriptors(data.val[keep_val]), HEAD_VAL_SHARE)
+    return scope_lib.ScopeCheck(novelty, head)
 
 
-def fit_scope_check(data: ScopeSet, leave_one_kind_out: bool = True) -> tuple[scope_lib.ScopeCheck, dict]:
-    """The scope check and the manifest's `scope` block (thresholds, validation shares, leave-one-kind-out)."""
-    novelty = scope_lib.fit_descriptors(data.train)
-    novelty.threshold = scope_lib.quantile_threshold(novelty.score_descriptors(data.val), NOVELTY_VAL_SHARE)
-    head = _fit_head(data, np.ones(len(data.negatives), bool))
-    check = scope_lib.ScopeCheck(novelty, head)
+def fit_scope_check(data: ScopeSet, held_out_reports: bool = True) -> tuple[scope_lib.ScopeCheck, dict]:
+    """The scope check and the manifest's `scope` block (thresholds, validation shares, and with
+    `held_out_reports` the leave-one-kind-out and leave-one-source-out shares)."""
+    check = _fit(data)
+    novelty, head = check.novelty, check.head
     val_out = check.score_descriptors(data.val) > check.threshold
     neg_out = check.score_descriptors(data.negatives) > check.threshold
     block = {
@@ -146,6 +156,7 @@ def fit_scope_check(data: ScopeSet, leave_one_kind_out: bool = True) -> tuple[sc
         "threshold": check.threshold,
         "novelty_threshold": novelty.threshold,
         "head_threshold": head.threshold,
+        "head_l2_c": HEAD_C,
         "score": "max(novelty - novelty_threshold, head logit - head_threshold); out of scope above 0",
         "val_flagged": round(float(val_out.mean()), 4),
         "val_flagged_by_dataset": {str(g): round(float(val_out[data.val_groups == g].mean()), 4)
@@ -154,18 +165,35 @@ def fit_scope_check(data: ScopeSet, leave_one_kind_out: bool = True) -> tuple[sc
         "negatives": {str(k): int(np.sum(data.negative_kinds == k)) for k in np.unique(data.negative_kinds)},
         "negatives_flagged_in_fit": round(float(neg_out.mean()), 4),
         "rule": (f"novelty above the {100 * (1 - NOVELTY_VAL_SHARE):.1f}th and head above the "
-                 f"{100 * (1 - HEAD_VAL_SHARE):.0f}th percentile of validation dermoscopy (target <= 3% flagged)"),
+                 f"{100 * (1 - HEAD_VAL_SHARE):.1f}th percentile of validation dermoscopy (target <= 3% flagged)"),
     }
-    if leave_one_kind_out:
-        block["leave_one_kind_out_flagged"] = leave_one_kind_out_shares(data, novelty)
+    if held_out_reports:
+        block["leave_one_kind_out_flagged"] = leave_one_kind_out_shares(data)
+        if len(np.unique(data.train_groups)) > 1:
+            block["leave_one_source_out_flagged"] = leave_one_source_out_shares(data)
     return check, block
 
 
-def leave_one_kind_out_shares(data: ScopeSet, novelty: scope_lib.ScopeModel) -> dict[str, float]:
+def leave_one_kind_out_shares(data: ScopeSet) -> dict[str, float]:
     """Share of each negative kind flagged by a check whose head never saw that kind."""
     shares = {}
     for kind in np.unique(data.negative_kinds):
         held = data.negative_kinds == kind
-        check = scope_lib.ScopeCheck(novelty, _fit_head(data, ~held))
+        check = _fit(data, drop_kind=kind)
         shares[str(kind)] = round(float(np.mean(check.score_descriptors(data.negatives[held]) > check.threshold)), 4)
+    return shares
+
+
+def leave_one_source_out_shares(data: ScopeSet) -> dict[str, dict[str, float]]:
+    """Share of each dermoscopy source flagged by a check fitted and thresholded without it (its sampled training
+    and its validation images): what another dermatoscope may expect."""
+    shares = {}
+    for source in np.unique(data.train_groups):
+        held_train, held_val = data.train_groups == source, data.val_groups == source
+        if held_train.all() or held_val.all():  # nothing left to fit or to set thresholds on
+            continue
+        check = _fit(data, drop_source=source)
+        images = np.concatenate([data.train[held_train], data.val[held_val]])
+        shares[str(source)] = {"flagged": round(float(np.mean(check.score_descriptors(images) > check.threshold)), 4),
+                               "n": len(images)}
     return shares

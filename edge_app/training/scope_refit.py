@@ -81,7 +81,8 @@ def refit(model_path: Path, data: Path, splits: Path, train_sample: int = 2000, 
     if command:
         block["fitted_by"] = command  # the .tflite came from the training command; this scope check from this one
     log(f"validation flagged {block['val_flagged']:.1%} {block['val_flagged_by_dataset']}; "
-        f"leave one kind out: {block['leave_one_kind_out_flagged']}")
+        f"leave one kind out: {block['leave_one_kind_out_flagged']}; "
+        f"leave one source out: {block.get('leave_one_source_out_flagged')}")
 
     aux_path, manifest_path = aux_path_for(model_path), manifest_path_for(model_path)
     old = {p: p.read_bytes() for p in (aux_path, manifest_path)}

@@ -51,3 +51,12 @@ def test_the_manifest_states_the_validation_share_and_how_the_check_fares_on_kin
     assert all(share <= 0.03 for share in block["val_flagged_by_dataset"].values())
     assert set(block["leave_one_kind_out_flagged"]) == set(block["negatives"]) >= {"skin_photo", "lesion_on_skin"}
     assert shipped.sidecar.scope.head is not None  # novelty + not-dermoscopy head
+
+
+def test_the_model_cards_scope_section_is_the_shipped_manifests(shipped):
+    """The card's scope figures come from the shipped sidecar's manifest block (refitting rewrites both)."""
+    from edge_app.training.card import scope_section
+
+    card = (REPO / "models" / "MODEL_CARD.md").read_text()
+    assert scope_section(shipped.manifest.scope) in card
+    assert "isic_archive" in shipped.manifest.scope["leave_one_source_out_flagged"]
