@@ -1,41 +1,28 @@
 """Share of images the scope check flags: generated out-of-scope images vs held-out dermoscopy.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/scope_check.py --json
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/scope_check.py --extra ../shared/data/isic_archive/labels.csv
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/scope_check.py --shifts --json
+    PYTHONPATH=$PWD .venv/bin/python benchmarks/scope_check.py --extra OTHER_DERMATOSCOPE/labels.csv
 
 Everything goes through the device path (decode -> six stages -> LiteRT -> scope
 score from the model's sidecar). Out-of-scope images come from
 `edge_app.training.ood_images` (flat colours, noise, text, patterns and
 keyboards, sample photos, shoot-like skin photos without a dermatoscope);
-dermoscopy from the validation split (the scope threshold was set on it: about
-1% by construction) and the test split (held out from everything).
+dermoscopy from the validation split (the thresholds were set on it) and the
+test split (held out from everything).
+
+Real held-out lesions are also put into lesion-free skin photos (no vignette):
+at 10-30% of the frame (a phone photo from a distance) and, reported apart, at
+50-70% (a close-up without a dermatoscope).
 
 `--shifts` also screens the test split under each device shift of the model
 card's robustness table (JPEG q40, colour casts, blur, rescaling...): another
 dermatoscope's pictures must not be pushed out of scope.
-
-Real held-out lesions are also put into lesion-free skin photos (no vignette):
-at 10-30% of the frame (a phone photo from a distance: out of scope) and, reported
-apart, at 50-70% (a close-up without a dermatoscope: borderline).
-
-`--shifts` also screens the test split under each device shift of the model
-card's robustness table (JPEG q40, colour casts, blur, rescaling...): another
-dermatoscope's pictures must not be pushed out of scope.
-
-Real held-out lesions are also put into lesion-free skin photos (no vignette):
-at 10-30% of the frame (a phone photo from a distance: out of scope) and, reported
-apart, at 50-70% (a close-up without a dermatoscope: borderline).
-
-`--intermediate` measures a model exported before the scope check existed (no
-features output): the last 4-D tensor is read from the interpreter and a scope
-model is fitted on the spot, exactly as the exporter would (training images =
-the dataset's labels.csv minus the val and test splits). It shows what the
-exporter will give that model; the device never does this.
 
 The scope check's not-dermoscopy head is fitted on generated images of the same
 kinds but other seeds, and on *training* lesions in skin photos
-(`training/scope_fit.py`); the manifest's `scope.leave_one_kind_out_flagged`
-says how it does on a kind it never saw.
+(`training/scope_fit.py`); the manifest's `scope.leave_one_kind_out_flagged` and
+`scope.leave_one_source_out_flagged` say how it does on a kind of picture, or a
+dermoscopy source, it never saw.
 
 Targets (issue 14): >= 95% of generated out-of-scope images flagged, <= 3% of
 held-out dermoscopy.
