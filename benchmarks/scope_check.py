@@ -78,9 +78,13 @@ def main(argv: list[str] | None = None) -> int:
     flagged: dict[str, list[bool]] = defaultdict(list)
     for kind, frame in ood_images.generate(per_kind=args.per_kind, seed=7):
         flagged[f"out_of_scope/{kind}"].append(not in_scope(frame))
+    test_frames = []  # decoded once, screened as they are and (--shifts) shifted
     for name, rows in splits.items():
         for r in rows:
-            out = not in_scope(read_image(root / r["file"], min_side=clf.decode_min_side))
+            frame = read_image(root / r["file"], min_side=clf.decode_min_side)
+            if name == "test" and args.shifts:
+                test_frames.append(frame)
+            out = not in_scope(frame)
             flagged[f"dermoscopy/{name}"].append(out)
             if r.get("dataset"):  # per source too: another dermatoscope must not be flagged wholesale
                 flagged[f"dermoscopy/{name}/{r['dataset']}"].append(out)
@@ -94,7 +98,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.shifts:
         from edge_app.training.pipeline import SHIFTS
 
-        test_frames = [read_image(root / r["file"], min_side=clf.decode_min_side) for r in splits["test"]]
         for shift, fn in SHIFTS.items():
             flagged[f"dermoscopy/test_shifted/{shift}"] = [not in_scope(fn(f)) for f in test_frames]
     for extra in args.extra:

@@ -80,9 +80,6 @@ class ScopeModel:
         rms = np.sqrt(np.mean(resid**2, axis=1)) / self.residual_scale
         return (maha + rms).astype(np.float64)
 
-    def in_scope(self, score: float) -> bool:
-        return bool(score <= self.threshold)
-
     def to_arrays(self, prefix: str = "scope_") -> dict[str, np.ndarray]:
         return {
             f"{prefix}mean": self.mean.astype(np.float32), f"{prefix}scale": self.scale.astype(np.float32),
@@ -102,14 +99,9 @@ class ScopeModel:
         return model
 
 
-def fit(train_features: np.ndarray, n_components: int = DEFAULT_COMPONENTS) -> ScopeModel:
-    """Fit on training feature maps (N, h, w, C); the threshold is left at +inf (set it with `quantile_threshold`
-    on validation scores)."""
-    return fit_descriptors(pooled(train_features), n_components)
-
-
 def fit_descriptors(descriptors: np.ndarray, n_components: int = DEFAULT_COMPONENTS) -> ScopeModel:
-    """`fit` on pooled descriptors (N, 2C)."""
+    """Fit on training descriptors (`pooled` feature maps, (N, 2C)); the threshold is left at +inf (set it with
+    `quantile_threshold` on validation scores)."""
     d = np.asarray(descriptors, np.float64)
     mean = d.mean(axis=0)
     scale = d.std(axis=0) + 1e-3  # dead channels (always 0) get a finite scale

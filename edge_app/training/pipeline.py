@@ -447,7 +447,7 @@ def scope_set(run: Run, model: Any) -> Any:
     the generated negatives; validation for the thresholds."""
     from ..images import read_image
     from .export import keras_outputs
-    from .scope_fit import build_set, device_tensors
+    from .scope_fit import build_set
 
     train, val = run.splits()["train"], run.splits()["val"]
     pick = np.sort(np.random.default_rng(run.cfg.seed).permutation(len(train))[:2000])
@@ -455,9 +455,8 @@ def scope_set(run: Run, model: Any) -> Any:
     min_side = 2 * run.preprocessor.params.size  # as the device decodes (runtime.Classifier.decode_min_side)
     frames = [read_image(run.data / r["file"], min_side=min_side) for r in sample.rows]
     val_frames = (read_image(run.data / r["file"], min_side=min_side) for r in val.rows)
-    return build_set(frames, list(sample.datasets), device_tensors(frames, run.preprocessor, min_side),
-                     device_tensors(val_frames, run.preprocessor, min_side), list(val.datasets), run.preprocessor,
-                     min_side, lambda batch: keras_outputs(model, batch)[1], seed=run.cfg.seed)
+    return build_set(frames, list(sample.datasets), val_frames, list(val.datasets), run.preprocessor, min_side,
+                     lambda batch: keras_outputs(model, batch)[1], seed=run.cfg.seed)
 
 
 def step_export(run: Run) -> None:

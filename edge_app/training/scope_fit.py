@@ -102,17 +102,17 @@ def augmented_frames(frames: list[np.ndarray], seed: int) -> Iterator[np.ndarray
         yield augment_raw(frame, rng)
 
 
-def build_set(train_frames: list[np.ndarray], train_groups: list[str], train_tensors: Iterable[np.ndarray],
-              val_tensors: Iterable[np.ndarray], val_groups: list[str], preprocessor: Preprocessor, min_side: int,
-              feature_fn: FeatureFn, seed: int = 0) -> ScopeSet:
-    """Describe everything the fit needs. `train_tensors` / `val_tensors` are the frames' model tensors when the
-    caller has them already (the training pipeline's cache); otherwise pass `device_tensors(...)`."""
+def build_set(train_frames: list[np.ndarray], train_groups: list[str], val_frames: Iterable[np.ndarray],
+              val_groups: list[str], preprocessor: Preprocessor, min_side: int, feature_fn: FeatureFn,
+              seed: int = 0) -> ScopeSet:
+    """Describe everything the fit needs, each frame through the device path (`device_tensors`)."""
+    tensors = lambda frames: device_tensors(frames, preprocessor, min_side)
     kinds, negs = zip(*negative_frames(train_frames), strict=True)
     return ScopeSet(
-        train=descriptors(train_tensors, feature_fn), train_groups=np.asarray(train_groups),
-        augmented=descriptors(device_tensors(augmented_frames(train_frames, seed), preprocessor, min_side), feature_fn),
-        negatives=descriptors(device_tensors(negs, preprocessor, min_side), feature_fn), negative_kinds=np.asarray(kinds),
-        val=descriptors(val_tensors, feature_fn), val_groups=np.asarray(val_groups),
+        train=descriptors(tensors(train_frames), feature_fn), train_groups=np.asarray(train_groups),
+        augmented=descriptors(tensors(augmented_frames(train_frames, seed)), feature_fn),
+        negatives=descriptors(tensors(negs), feature_fn), negative_kinds=np.asarray(kinds),
+        val=descriptors(tensors(val_frames), feature_fn), val_groups=np.asarray(val_groups),
     )
 
 

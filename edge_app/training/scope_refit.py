@@ -72,11 +72,10 @@ def refit(model_path: Path, data: Path, splits: Path, train_sample: int = 2000, 
     log(f"reading {len(train)} training and {len(val)} validation images from {data}")
     train_frames = [read_image(data / r["file"], min_side=clf.decode_min_side) for r in train]
     val_frames = (read_image(data / r["file"], min_side=clf.decode_min_side) for r in val)
-    tensors = lambda frames: scope_fit.device_tensors(frames, clf.preprocessor, clf.decode_min_side)
     log("describing training, augmented, generated and validation images through the model")
-    data_set = scope_fit.build_set(train_frames, [r.get("dataset", "") for r in train], tensors(train_frames),
-                                   tensors(val_frames), [r.get("dataset", "") for r in val],
-                                   clf.preprocessor, clf.decode_min_side, feature_fn, seed=seed)
+    data_set = scope_fit.build_set(train_frames, [r.get("dataset", "") for r in train], val_frames,
+                                   [r.get("dataset", "") for r in val], clf.preprocessor, clf.decode_min_side,
+                                   feature_fn, seed=seed)
     check, block = scope_fit.fit_scope_check(data_set)
     if command:
         block["fitted_by"] = command  # the .tflite came from the training command; this scope check from this one

@@ -128,7 +128,7 @@ def test_scope_threshold_flags_the_chosen_share_of_calibration_images():
     rng = np.random.default_rng(0)
     train = rng.gamma(2.0, 1.0, (400, 4, 4, 12)).astype(np.float32)
     val = rng.gamma(2.0, 1.0, (300, 4, 4, 12)).astype(np.float32)
-    model = scope.fit(train, n_components=8)
+    model = scope.fit_descriptors(scope.pooled(train), n_components=8)
     model.threshold = scope.quantile_threshold(model.score(val), 0.02)
     assert np.mean(model.score(val) > model.threshold) <= 0.02
     far = val + 4.0  # everything shifted: all out
@@ -150,7 +150,7 @@ def _check_with_head() -> tuple[scope.ScopeCheck, np.ndarray]:
     """Novelty fitted on gamma-distributed descriptors; a head that reads only the first value."""
     rng = np.random.default_rng(1)
     train = rng.gamma(2.0, 1.0, (400, 4, 4, 6)).astype(np.float32)
-    novelty = scope.fit(train, n_components=4)
+    novelty = scope.fit_descriptors(scope.pooled(train), n_components=4)
     novelty.threshold = 3.0
     d = scope.pooled(train).shape[1]
     weights = np.zeros(d, np.float32)

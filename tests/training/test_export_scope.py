@@ -61,8 +61,8 @@ def test_export_with_scope_data_writes_a_verified_sidecar_the_device_uses(tmp_pa
     pre = Preprocessor(PreprocessParams(size=32))
     train = [make_lesion_image(96, 72, seed=s, vignette=s % 2 == 0) for s in range(120)]
     val_frames = [make_lesion_image(96, 72, seed=s, vignette=s % 2 == 0) for s in range(500, 600)]
-    scope_set = build_set(train, ["a"] * 60 + ["b"] * 60, device_tensors(train, pre, 64), device_tensors(val_frames, pre, 64),
-                          ["a"] * 100, pre, 64, lambda batch: keras_outputs(model, batch)[1])
+    scope_set = build_set(train, ["a"] * 60 + ["b"] * 60, val_frames, ["a"] * 100, pre, 64,
+                          lambda batch: keras_outputs(model, batch)[1])
     out = tmp_path / "student_fp16.tflite"
     manifest = export_student(model, out, pre, 0.4, "test", "t-1", scope_data=scope_set)
     aux = tmp_path / "student_fp16.aux.npz"
