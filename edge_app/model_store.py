@@ -172,7 +172,7 @@ def check_on_runtime(model_path: Path, num_threads: int, progress: Progress) -> 
     progress("golden self-test", f"{len(classifier.manifest.selftest.get('cases', []))} cases, max difference "
                                  f"{classifier.selftest_max_diff:.4f} on {classifier.runtime_name}")
     result = smoke_screening(classifier)
-    progress("smoke screening", f"{result.decision}, p({classifier.manifest.positive_label}) "
+    progress("smoke screening", f"p({classifier.manifest.positive_label}) "
                                 f"{result.malignant_probability:.3f}, {result.timings_ms.get('total', 0):.0f} ms")
     return classifier
 

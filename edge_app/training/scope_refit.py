@@ -20,7 +20,6 @@ of `--train-sample`.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shlex
@@ -29,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..labels_csv import read_labels_csv
+
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_labels_csv(path)[0]
 
 
 def training_rows(data: Path, splits: Path) -> list[dict[str, str]]:

@@ -11,11 +11,11 @@ from . import get_service
 
 
 def model_json() -> dict[str, Any]:
-    """What the classifier says, where it came from (installed / previous / packaged), any
-    fallback, and the URL of its model card."""
+    """What the classifier says, the threshold in force (site or model), where the model came from
+    (installed / previous / packaged), any fallback, and the URL of its model card."""
     service = get_service()
     in_force = service.model_in_force()
-    return service.classifier.describe() | {
+    return service.classifier.describe() | service.site.describe(service.classifier) | {
         "source": in_force.get("source", "packaged"), "signed_by": in_force.get("signed_by"),
         "installed_at": in_force.get("installed_at"), "fallback": in_force.get("fallback"),
         "fallback_detail": in_force.get("fallback_detail"),

@@ -56,7 +56,6 @@ def index():
     corrects = request.args.get("corrects") or None
     if corrects is not None and (not is_record_id(corrects) or not service.store.exists(corrects)):
         corrects = None
-    service.site.refresh(service.classifier)
     ui = {"noVerdict": sorted(NO_VERDICT), "labels": LABELS, "reasons": NO_VERDICT_REASONS}
     model = model_json()
     return render_template("index.html", model=model, camera=service.capture_loop.status(),
