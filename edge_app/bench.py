@@ -9,6 +9,9 @@ same statistics as the app's /api/stats. Every screening goes through
     --source file    image bytes -> scaled decode -> quality gate -> six stages -> runtime
     --source array   a camera frame (BGR array) -> scale -> quality gate -> six stages -> runtime
 
+Each input's result carries the device path's decision (`decisions.decide`, at the model's own
+threshold: the one `edge-app classify` prints and the app stores) and the quality gate's flags.
+
 `--compare` times, in the same run, the naive order (full-resolution decode,
 quality gate, hair removal and the other stages at full resolution, then
 resize) and the same network through Keras `predict` when TensorFlow is
