@@ -174,5 +174,5 @@ def _human(r: dict) -> str:
 def _no_verdict_line(r: dict) -> str:
     """How many images the device would give no verdict (the metrics above still score their probability)."""
     d = r["decisions"]
-    return (f"  no verdict          {r['no_verdict']} of {r['n']} images (inconclusive {d['inconclusive']}: failed the quality gate, "
-            f"checked first; out of scope {d['out_of_scope']}); the metrics above still score every image's probability")
+    return (f"  no verdict          {r['no_verdict']} of {r['n']} images (inconclusive {d['inconclusive']}: "
+            f"failed the quality gate, checked first; out of scope {d['out_of_scope']}); the metrics above still score every image's probability")
