@@ -175,4 +175,5 @@ def _no_verdict_line(r: dict) -> str:
     """How many images the device would give no verdict (the metrics above still score their probability)."""
     d = r["decisions"]
     return (f"  no verdict          {r['no_verdict']} of {r['n']} images (inconclusive {d['inconclusive']}: "
-            f"failed the quality gate, checked first; out of scope {d['out_of_scope']}); the metrics above still score every image's probability")
+            f"failed the quality gate, checked first; out of scope {d['out_of_scope']}); "
+            "the metrics above still score every image's probability")
