@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .store import write_atomic
+from .fileio import write_atomic
 
 SITE_FILE = "site_threshold.json"
 
