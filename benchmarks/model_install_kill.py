@@ -84,9 +84,9 @@ def folder_of(bundle: Path) -> str:
 def check(data_dir: Path, model: Path, old: str, new: str) -> tuple[str, list[str]]:
     """('old' | 'new' | 'neither', problems) for the state a kill left."""
     from edge_app.bundle import BundleError, read_model_dir, verify_model_sha256
+    from edge_app.fileio import AUDIT_LOG
     from edge_app.model_store import CURRENT, ModelStore
     from edge_app.runtime import ModelError
-    from edge_app.store import AUDIT_LOG
 
     store = ModelStore(data_dir, model)
     target = store.target(CURRENT)
