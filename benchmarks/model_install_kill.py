@@ -204,6 +204,9 @@ def main() -> int:
     for p in problems:
         print(f"PROBLEM: {p}", file=sys.stderr)
     print(json.dumps(summary), flush=True)
+    if killed_at["finished before the kill"] == sum(killed_at.values()):
+        print("PROBLEM no work done: no install was interrupted by a kill", file=sys.stderr)
+        return 1
     return 0 if not problems else 1
 
 
