@@ -70,38 +70,45 @@ def child(data_dir: str, model: str) -> None:
         i += 1
 
 
+def check_files(data_dir: Path) -> dict:
+    """Every row's image (sha256 as the row names it) and thumbnail present; no file under images/ that
+    no row lists. Returns {"ids": row ids, "orphans": count, "problems": [...]} (orphans listed there too)."""
+    from edge_app.store import IMAGES, record_files
+
+    db = sqlite3.connect(data_dir / "screenings.sqlite3")
+    rows = db.execute("SELECT id, image_path, image_sha256 FROM screenings").fetchall()
+    db.close()
+    problems, listed = [], set()
+    for record_id, rel, digest in rows:
+        files = record_files(rel)
+        listed |= set(files)
+        image, thumb = data_dir / files[0], data_dir / files[1]
+        if not image.is_file():
+            problems.append(f"{record_id}: image missing")
+        elif sha256(image.read_bytes()).hexdigest() != digest:
+            problems.append(f"{record_id}: image sha256 differs")
+        if not thumb.is_file():
+            problems.append(f"{record_id}: thumbnail missing")
+    on_disk = {p.relative_to(data_dir).as_posix() for p in (data_dir / IMAGES).rglob("*") if p.is_file()}
+    orphans = sorted(on_disk - listed)
+    problems += [f"orphan file: {o}" for o in orphans]
+    return {"ids": {r[0] for r in rows}, "orphans": len(orphans), "problems": problems}
+
+
 def verify(data_dir: Path, acknowledged: set[str]) -> dict:
-    from edge_app.store import IMAGES, ServingStore, record_files
+    from edge_app.store import ServingStore
 
     store = ServingStore(data_dir)  # lock + start-up recovery, exactly as the next `edge-app serve` runs it
     recovered = store.recovered
     store.close()
     db = sqlite3.connect(data_dir / "screenings.sqlite3")
     integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-    rows = db.execute("SELECT id, image_path, image_sha256 FROM screenings").fetchall()
     db.close()
-    problems = []
-    if integrity != "ok":
-        problems.append(f"integrity_check: {integrity}")
-    expected_files = set()
-    for record_id, rel, digest in rows:
-        path = data_dir / rel
-        files = record_files(rel)
-        thumb = data_dir / files[1]
-        expected_files |= set(files)
-        if not path.is_file():
-            problems.append(f"{record_id}: image missing")
-        elif sha256(path.read_bytes()).hexdigest() != digest:
-            problems.append(f"{record_id}: image sha256 differs")
-        if not thumb.is_file():
-            problems.append(f"{record_id}: thumbnail missing")
-    on_disk = {p.relative_to(data_dir).as_posix() for p in (data_dir / IMAGES).rglob("*") if p.is_file()}
-    for extra in sorted(on_disk - expected_files):
-        problems.append(f"orphan file after recovery: {extra}")
-    ids = {r[0] for r in rows}
-    for lost in sorted(acknowledged - ids):
-        problems.append(f"{lost}: reported stored, missing after the kill")
-    return {"records": len(rows), "recovered": recovered, "problems": problems}
+    files = check_files(data_dir)  # after recovery: an orphan here is one recovery missed
+    problems = [f"integrity_check: {integrity}"] if integrity != "ok" else []
+    problems += files["problems"]
+    problems += [f"{lost}: reported stored, missing after the kill" for lost in sorted(acknowledged - files["ids"])]
+    return {"records": len(files["ids"]), "recovered": recovered, "problems": problems}
 
 
 def main() -> int:

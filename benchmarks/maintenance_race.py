@@ -5,10 +5,10 @@
 
 Starts `python -m edge_app.cli.serve` on loopback (an image-folder camera, a fresh
 data directory) and screens N times, half camera captures and half uploads, from
-two client threads. Meanwhile a third thread runs, one after the other and again
-until the screenings are done, the maintenance commands a clinic runs beside the
-app, each as its own process: `edge-app backup DEST`, `edge-app calibrate
-LABELS.csv --apply` and `edge-app purge --older-than 3650 --yes`. Then it checks:
+two client threads. Meanwhile three more threads each run one of the maintenance
+commands a clinic runs beside the app, as its own process, again and again until
+the screenings are done: `edge-app backup DEST`, `edge-app calibrate LABELS.csv
+--apply` and `edge-app purge --older-than 3650 --yes`. Then it checks:
 
 - every screening was answered 201 and every committed row is in the database
   (0 lost), each once;
@@ -39,10 +39,10 @@ import sys
 import tempfile
 import threading
 import time
-from hashlib import sha256
 from pathlib import Path
 
 import cv2
+from crash_kill import check_files
 from load import HOST, free_port, lesion, multipart, request, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,9 +75,9 @@ def edge_app(*args: str) -> subprocess.CompletedProcess:
                           timeout=600, cwd=ROOT, env=dict(os.environ, EDGE_APP_ACCESS_TOKEN=""))
 
 
-def maintenance_loop(data: Path, work: Path, labels: Path, root: Path, extra: list[str], stop: threading.Event,
-                     runs: dict[str, int], problems: list[str]) -> None:
-    """backup, calibrate --apply, purge, ... until `stop`; each backup verified, then removed (disk)."""
+def maintenance_threads(data: Path, work: Path, labels: Path, root: Path, extra: list[str], stop: threading.Event,
+                        runs: dict[str, int], problems: list[str]) -> list[threading.Thread]:
+    """One thread per command, each running it again and again until `stop`; each backup verified, then removed."""
     from edge_app.store import verify_backup
 
     commands = {
@@ -86,10 +86,11 @@ def maintenance_loop(data: Path, work: Path, labels: Path, root: Path, extra: li
                                 "--threads", "1", "--data-dir", str(data), *extra],
         "purge": lambda n: ["purge", "--older-than", "3650", "--yes", "--data-dir", str(data)],
     }
-    n = 0
-    while not stop.is_set():
-        for name, argv in commands.items():
-            result = edge_app(*argv(n))
+
+    def loop(name: str) -> None:
+        n = 0
+        while not stop.is_set():
+            result = edge_app(*commands[name](n))
             runs[name] += 1
             if result.returncode != 0:
                 problems.append(f"{name} run {n} exited {result.returncode}: {result.stderr.strip()[-300:]}")
@@ -100,7 +101,9 @@ def maintenance_loop(data: Path, work: Path, labels: Path, root: Path, extra: li
                 except Exception as exc:  # noqa: BLE001 - a bad backup is a finding
                     problems.append(f"backup {n} does not verify: {exc}")
                 shutil.rmtree(dest, ignore_errors=True)
-        n += 1
+            n += 1
+
+    return [threading.Thread(target=loop, args=(name,), name=name) for name in commands]
 
 
 def screen(port: int, jobs: list[dict], frames: list[bytes]) -> None:
@@ -112,30 +115,6 @@ def screen(port: int, jobs: list[dict], frames: list[bytes]) -> None:
             job["status"], job["response"] = status, json.loads(body)
         except Exception as exc:  # noqa: BLE001 - counted as lost
             job["status"], job["response"] = None, {"error": repr(exc)}
-
-
-def check_files(data: Path) -> tuple[list[str], int, int]:
-    """(problems, rows, orphan files): every row's image (sha256) and thumbnail, nothing else on disk."""
-    from edge_app.store import IMAGES, record_files
-
-    db = sqlite3.connect(data / "screenings.sqlite3")
-    rows = db.execute("SELECT id, image_path, image_sha256 FROM screenings").fetchall()
-    db.close()
-    problems, listed = [], set()
-    for record_id, rel, digest in rows:
-        files = record_files(rel)
-        listed |= set(files)
-        image, thumb = data / files[0], data / files[1]
-        if not image.is_file():
-            problems.append(f"{record_id}: image missing")
-        elif sha256(image.read_bytes()).hexdigest() != digest:
-            problems.append(f"{record_id}: image sha256 differs")
-        if not thumb.is_file():
-            problems.append(f"{record_id}: thumbnail missing")
-    on_disk = {p.relative_to(data).as_posix() for p in (data / IMAGES).rglob("*") if p.is_file()}
-    orphans = sorted(on_disk - listed)
-    problems += [f"orphan file: {o}" for o in orphans[:20]]
-    return problems, len(rows), len(orphans)
 
 
 def main() -> int:
@@ -168,17 +147,19 @@ def main() -> int:
         jobs = [{"i": i, "kind": "upload" if i % 2 else "capture", "operator": f"race-{tag}-{i}"}
                 for i in range(args.screenings)]
         stop = threading.Event()
-        upkeep = threading.Thread(target=maintenance_loop, args=(data, work, labels, root, extra, stop, runs, problems))
+        upkeep = maintenance_threads(data, work, labels, root, extra, stop, runs, problems)
         clients = [threading.Thread(target=screen, args=(port, jobs[k::2], uploads)) for k in range(2)]
         t0 = time.perf_counter()
-        upkeep.start()
+        for t in upkeep:
+            t.start()
         for t in clients:
             t.start()
         for t in clients:
             t.join()
         screening_s = time.perf_counter() - t0
         stop.set()
-        upkeep.join()
+        for t in upkeep:
+            t.join()
         wall = time.perf_counter() - t0
 
         created = [j for j in jobs if j.get("status") == 201]
@@ -196,16 +177,16 @@ def main() -> int:
             problems.append(f"integrity_check: {integrity}")
         lost = [j for j in created if stored.get(j["operator"]) != j["response"]["id"]]
         problems += [f"screening {j['i']}: answered 201 as {j['response']['id']}, not in the database" for j in lost][:20]
-        file_problems, rows, orphans = check_files(data)
-        problems += file_problems
+        files = check_files(data)
+        problems += files["problems"][:30]
         audit = [json.loads(line)["event"] for line in (data / "audit.log").read_text().splitlines()]
         for event, name in (("backup", "backup"), ("site_threshold_applied", "calibrate"), ("purge", "purge")):
             if audit.count(event) != runs[name]:
                 problems.append(f"audit.log has {audit.count(event)} {event} lines for {runs[name]} {name} runs")
         summary = {
-            "screenings": len(jobs), "created_201": len(created), "rows": rows, "lost": len(lost),
+            "screenings": len(jobs), "created_201": len(created), "rows": len(files["ids"]), "lost": len(lost),
             "not_answered_201": len(jobs) - len(created),
-            "orphans": orphans, "file_problems": len(file_problems),
+            "orphans": files["orphans"], "file_problems": len(files["problems"]),
             "runs": {k: runs[k] for k in ("backup", "calibrate", "purge")},
             "records_in_verified_backups": runs["backup_records"],
             "calibration_set": "isic_archive" if not extra else "synthetic (tiny model)",
