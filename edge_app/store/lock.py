@@ -45,7 +45,10 @@ class DataDirLock:
             return self
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  (held open: the flock lives as long as the file)
+            try:
+                fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  (held open: the flock lives as long as the file)
+            except PermissionError:  # made by another user (a restore run with sudo): a read-only fd locks as well
+                fh = open(self.path, encoding="utf-8")  # noqa: SIM115
         except OSError as exc:
             raise StoreError(f"data directory {self.data_dir} cannot be used ({exc.strerror or exc}); "
                              "choose another with --data-dir or fix its permissions") from None
@@ -59,10 +62,11 @@ class DataDirLock:
         except BaseException:
             fh.close()
             raise
-        fh.seek(0)
-        fh.truncate()
-        fh.write(f"{self.purpose} (pid {os.getpid()})\n")
-        fh.flush()
+        if fh.writable():
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{self.purpose} (pid {os.getpid()})\n")
+            fh.flush()
         self._fh = fh
         return self
 
