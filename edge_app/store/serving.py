@@ -18,7 +18,7 @@ from .records import ScreeningStore
 from .schema import ScreeningRecord
 
 RETENTION_EVERY_S = 3600.0  # retention also runs at start
-SERVE_BUSY = "another edge-app serves it; stop that one first (sudo systemctl stop edge-app) or choose another --data-dir"
+SERVE_BUSY = "stop that app first (sudo systemctl stop edge-app) or choose another --data-dir"
 
 
 class ServingStore(ScreeningStore):

@@ -81,7 +81,7 @@ def test_a_second_serve_on_the_same_data_dir_refuses_with_one_line(make_app):
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1, second.stderr
     assert lines[0].startswith("edge-app serve: cannot start: data directory") and "in use by edge-app serve (pid" in lines[0]
-    assert "stop that one first" in lines[0]
+    assert "stop that app first" in lines[0]
     assert upload(app.test_client(), lesion_jpeg(2)).status_code == 201  # the first one serves on
 
 
