@@ -77,7 +77,7 @@ def edge_app(*args: str) -> subprocess.CompletedProcess:
 
 def maintenance_threads(data: Path, work: Path, labels: Path, root: Path, extra: list[str], stop: threading.Event,
                         runs: dict[str, int], problems: list[str]) -> list[threading.Thread]:
-    """One thread per command, each running it again and again until `stop`; each backup verified, then removed."""
+    """One thread per command, each running it at least once and again until `stop`; each backup verified, then removed."""
     from edge_app.store import verify_backup
 
     commands = {
@@ -89,7 +89,7 @@ def maintenance_threads(data: Path, work: Path, labels: Path, root: Path, extra:
 
     def loop(name: str) -> None:
         n = 0
-        while not stop.is_set():
+        while n == 0 or not stop.is_set():  # at least once, then until the screenings are done
             result = edge_app(*commands[name](n))
             runs[name] += 1
             if result.returncode != 0:
