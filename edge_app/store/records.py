@@ -239,7 +239,8 @@ class ScreeningStore:
             row = self._db.execute("SELECT id FROM screenings WHERE request_id = ?", (request_id,)).fetchone()
         return self.get(row[0]) if row is not None else None
 
-    def list(self, limit: int = 50, before: str | None = None, lesion_ref: str | None = None, oldest_first: bool = False) -> list[ScreeningRecord]:
+    def list(self, limit: int = 50, before: str | None = None, lesion_ref: str | None = None,
+             oldest_first: bool = False) -> list[ScreeningRecord]:
         """Newest first (or oldest first); `before` is a record id (page to older records)."""
         where, params = [], []
         with self._lock:
@@ -261,7 +262,8 @@ class ScreeningStore:
             by: dict[str, list[str]] = {}
             if ids:
                 marks = ",".join("?" for _ in ids)
-                for old, new in self._db.execute(f"SELECT corrects, id FROM screenings WHERE corrects IN ({marks}) ORDER BY seq", ids):
+                sql = f"SELECT corrects, id FROM screenings WHERE corrects IN ({marks}) ORDER BY seq"
+                for old, new in self._db.execute(sql, ids):
                     by.setdefault(old, []).append(new)
         return [ScreeningRecord.from_row(r, by.get(r["id"])) for r in rows]
 

@@ -191,7 +191,8 @@ def test_request_id_stores_once_and_an_old_database_is_migrated(tmp_path):
     db = sqlite3.connect(old / "screenings.sqlite3")  # a schema-1 database: no request_id column
     db.executescript(__import__("edge_app.store", fromlist=["SCHEMA"]).SCHEMA.replace(",\n    request_id             TEXT", ""))
     db.close()
-    assert "request_id" not in {r[1] for r in sqlite3.connect(old / "screenings.sqlite3").execute("PRAGMA table_info(screenings)")}
+    columns = sqlite3.connect(old / "screenings.sqlite3").execute("PRAGMA table_info(screenings)")
+    assert "request_id" not in {r[1] for r in columns}
     store = ScreeningStore(old)
     first = append(store, request_id="intent-0001")
     with pytest.raises(DuplicateRequest) as err:
@@ -205,7 +206,8 @@ def test_request_id_stores_once_and_an_old_database_is_migrated(tmp_path):
         store._db.execute("INSERT INTO screenings (id, timestamp, operator, lesion_ref, source, image_path, image_sha256, "
                           "image_width, image_height, image_bytes, probabilities, malignant_probability, decision, threshold, "
                           "model_sha256, model_version, preprocessing_version, timings_ms, quality_flags, quality_metrics, "
-                          "corrects, app_version, request_id) SELECT 'X' || id, timestamp, operator, lesion_ref, source, image_path, "
+                          "corrects, app_version, request_id) SELECT 'X' || id, timestamp, operator, lesion_ref, source, "
+                          "image_path, "
                           "image_sha256, image_width, image_height, image_bytes, probabilities, malignant_probability, decision, "
                           "threshold, model_sha256, model_version, preprocessing_version, timings_ms, quality_flags, "
                           "quality_metrics, corrects, app_version, request_id FROM screenings WHERE id = ?", (first.id,))

@@ -247,7 +247,7 @@ def test_prove_arm64_roots_get_every_package_install_sh_needs_and_the_cffi_backe
     import re
 
     script = (DEPLOY / "prove-arm64.sh").read_text()
-    packages = set(re.search(r"^ROOT_PACKAGES=(\S+)$", script, re.M).group(1).split(","))
+    packages = set(re.search(r"^ROOT_PACKAGES=(\S+)$", script, re.MULTILINE).group(1).split(","))
     assert '--include="$ROOT_PACKAGES"' in script
     base = re.search(r"local base=\(([^)]*)\)", (DEPLOY / "install.sh").read_text()).group(1).split()
     assert set(base) | {"python3", "python3-cffi-backend"} <= packages
