@@ -101,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
             flagged[f"dermoscopy/{path.parent.name}"].append(
                 not in_scope(read_image(path.parent / r["file"], min_side=clf.decode_min_side)))
     ood = [v for k, vs in flagged.items() if k.startswith("out_of_scope/") for v in vs]
+    if not ood or not flagged.get("dermoscopy/test"):
+        print("error: no work done: no generated out-of-scope image or no test-split image was screened", file=sys.stderr)
+        return 1
     report = {
         "model": Path(args.model).name, "model_sha256": clf.sha256, **how,
         "flagged_share": {k: {"flagged": round(float(np.mean(v)), 4), "n": len(v)} for k, v in flagged.items()},

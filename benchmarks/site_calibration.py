@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="site-calibration-") as tmp:
         table = make_shifted_set(Path(args.test_csv), Path(args.root), args.shift, Path(tmp))
         runs = {seed: check_once(*split_halves(table, Path(tmp), seed), Path(tmp), args) for seed in seeds}
+    if not runs or not all(r["half_b"]["n"] for r in runs.values()):
+        print("error: no work done: no split or an empty half B (is ../shared/data there?)", file=sys.stderr)
+        return 1
     sens = [r["half_b"]["at_site_threshold"]["sensitivity"] for r in runs.values()]
     report = {
         "shift": args.shift, "min_sensitivity": args.min_sensitivity, "model_sha256": runs[seeds[0]]["model_sha256"],

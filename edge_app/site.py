@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .decisions import Threshold
-from .store import write_atomic
+from .fileio import write_atomic
 
 SITE_FILE = "site_threshold.json"
 

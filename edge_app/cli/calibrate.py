@@ -198,13 +198,10 @@ def _apply(data_dir: Path, report: dict) -> Path:
 
 
 def _audit(data_dir: Path, event: str, **fields) -> None:
-    from ..store import ScreeningStore
+    from .. import __version__
+    from ..fileio import append_audit
 
-    store = ScreeningStore(data_dir)
-    try:
-        store.audit(event, **fields)
-    finally:
-        store.close()
+    append_audit(data_dir, event, __version__, **fields)
 
 
 def _human(r: dict) -> str:
