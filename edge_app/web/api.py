@@ -15,6 +15,7 @@ from ..screening import QueueFull
 from ..store import RecordNotFound, ScreeningRecord, StoreBusy, StoreFull, is_record_id
 from . import get_service
 from .access import authenticated
+from .camera_view import camera_view
 from .errors import ApiError
 from .model_info import model_json
 from .records import list_args, list_records, record_json, record_or_404, request_id_field, text_field
@@ -27,7 +28,8 @@ def stats() -> dict[str, Any]:
     return {
         "latency_ms": service.stats.snapshot(),
         "counts": service.store.counts(),
-        "camera": service.capture_loop.status(),
+        "camera": (camera := service.capture_loop.status()),
+        "camera_view": camera_view(camera),  # the same state in words (the Screen shows these)
         "model": model_json(),
         "site_threshold_problem": service.site.problem,  # why a site threshold file is not used, if one is not
         "health": service.health(),
