@@ -262,3 +262,29 @@ def test_a_lost_camera_is_said_in_words_with_its_reason_offers_upload_and_turns_
             expect(page.locator("#decision")).to_have_text("Ready to screen")
         for page in pages.values():
             page.context.close()
+
+
+def test_model_card_reads_as_a_page_and_long_lesion_chips_end_with_an_ellipsis(page, refer_server):
+    from playwright.sync_api import expect
+
+    base, _ = refer_server
+    open_screen(page, base)
+    long_ref = f"P-0142 left forearm, 3 cm below the elbow crease, dorsal side ({page.size})"
+    page.locator("#lesion_ref").fill(long_ref)
+    tap_capture(page)
+    wait_result(page, "malignant")
+    chip = page.locator("#recent .chip-pick", has_text=long_ref).locator(".chip-text")
+    cut = chip.evaluate("(e) => [e.scrollWidth > e.clientWidth, getComputedStyle(e).textOverflow]")
+    assert cut == [True, "ellipsis"], cut
+    page.goto(base + "/history")
+    history_chip = page.locator(".chips .chip", has_text=long_ref).locator(".chip-text")
+    assert history_chip.evaluate("(e) => [e.scrollWidth > e.clientWidth, getComputedStyle(e).textOverflow]") == [True, "ellipsis"]
+    shot(page, "history")
+
+    page.goto(base + "/model/card")
+    card = page.locator("#model-card")
+    expect(card.locator("h2").first).to_be_visible()  # Markdown rendered, not shown as text
+    assert card.locator("h2").count() >= 3 and card.locator("table").count() >= 1
+    assert "## " not in card.inner_text() and "| --- |" not in card.inner_text()
+    expect(page.locator("#model-sha256")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))  # the full sha, no tooltip
+    shot(page, "model-card")

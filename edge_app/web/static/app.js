@@ -120,6 +120,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     }
     recent.prepend(chip);
     [...recent.querySelectorAll(".chip-pick")].slice(RECENT_CHIPS).forEach((c) => c.remove());
+    recent.hidden = locked();
   }
   for (const chip of recent.querySelectorAll(".chip-pick")) chip.addEventListener("click", () => pickChip(chip.dataset.ref));
 
