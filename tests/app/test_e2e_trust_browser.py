@@ -117,8 +117,8 @@ def test_a_second_tap_cannot_dismiss_a_refer_which_stays_until_noted(page, refer
     rec = newest(base)
     expect(page.locator("#decision")).to_have_text("Suspicious: refer")
     # nothing that moves on sits under the finger that asked for the result
-    under = page.evaluate("([x, y]) => { const e = document.elementFromPoint(x, y); return e ? (e.closest('button, a, label') || e).id : ''; }",
-                          [x, y])
+    under = page.evaluate("([x, y]) => { const e = document.elementFromPoint(x, y); "
+                          "return e ? (e.closest('button, a, label') || e).id : ''; }", [x, y])
     assert under not in ("next", "ack", "upload-label", "retake-btn"), under
     for gap_ms in (860, 640):  # the second (and a third) tap 0.86 s and 1.5 s after the first
         page.wait_for_timeout(gap_ms)

@@ -1,48 +1,14 @@
-// DermaEdge touch UI. Plain JS, no dependencies, no inline scripts (the CSP forbids them).
-//
-// The Screen page is a small state machine (data-state on #screen):
-//   ready  -> live preview, Capture enabled
-//   busy   -> the image being analysed is frozen on the left, the old result is cleared,
-//             Capture disabled, a second upload is refused with a message
-//   result -> the stored record's own image beside its result, until "New screening"
-//             (or Retake) starts the next one; only then the preview returns. The Capture slot then
-//             holds an inert "Result on screen" block and New screening sits in the Upload slot, so a
-//             second tap where Capture was lands on nothing; a "refer" also needs "Referral noted"
-//             before New screening is enabled.
-// Every capture/upload carries a request_id made here, so a repeated POST (double tap,
-// retry) gets the first record back. The id of the *next* screening is made and saved in
-// sessionStorage as soon as the screen is ready (long before the tap, so the browser has
-// written it even if the page reloads a moment after the tap); on load the page asks the
-// server for that id and shows the result it had not shown yet. Back from Details finds
-// the shown result the same way.
+// DermaEdge touch UI: the Screen page. Plain JS, no dependencies, no inline scripts (the CSP forbids them);
+// placeHeatmap() comes from heatmap.js (loaded first). A small state machine (data-state on #screen):
+//   ready  -> live preview, Capture enabled while the camera is live (else the card says why, and Upload)
+//   busy   -> the image being analysed frozen on the left, the old result cleared, a second upload refused
+//   result -> the stored record's own image beside its result until New screening (or Retake). Capture's
+//             slot then holds an inert "Result shown" block and New screening sits in Upload's slot, so a
+//             second tap where Capture was lands on nothing; a "refer" also needs "Referral noted" first.
+// Every capture/upload carries a request_id made here (a repeated POST gets the first record back). The
+// id of the *next* screening is saved in sessionStorage long before the tap; on load the page asks the
+// server for it and shows a result it had not shown yet. Back from Details finds the shown result the same way.
 "use strict";
-
-// A heatmap (transparent PNG of the class activation map) goes over the analysed square of its image:
-// box = [x0, y0, x1, y1] as fractions of the image. The image may be shown with object-fit cover or
-// contain (the Screen's left panel) or at its own aspect (the detail page); the overlay is placed on the
-// image's drawn pixels either way. Styles set from script pass the CSP.
-function placeHeatmap(overlay, image, box) {
-  const iw = image.naturalWidth, ih = image.naturalHeight;
-  const ew = image.clientWidth, eh = image.clientHeight;
-  if (!iw || !ih || !ew || !eh) return false;
-  const fit = getComputedStyle(image).objectFit;
-  const scale = fit === "cover" ? Math.max(ew / iw, eh / ih) : fit === "contain" ? Math.min(ew / iw, eh / ih) : null;
-  const dw = scale ? iw * scale : ew, dh = scale ? ih * scale : eh;
-  const ox = image.offsetLeft + (ew - dw) / 2, oy = image.offsetTop + (eh - dh) / 2;
-  overlay.style.left = (ox + box[0] * dw).toFixed(1) + "px";
-  overlay.style.top = (oy + box[1] * dh).toFixed(1) + "px";
-  overlay.style.width = ((box[2] - box[0]) * dw).toFixed(1) + "px";
-  overlay.style.height = ((box[3] - box[1]) * dh).toFixed(1) + "px";
-  return true;
-}
-
-for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) { // the detail page
-  const image = overlay.parentElement.querySelector(".heatmap-base");
-  const box = overlay.dataset.box.split(",").map(Number);
-  const place = () => placeHeatmap(overlay, image, box);
-  if (!place()) image.addEventListener("load", place);
-  window.addEventListener("resize", place);
-}
 
 (function () {
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
