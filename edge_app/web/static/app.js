@@ -137,7 +137,7 @@
       } else {
         previewImg.hidden = true;
         previewEmpty.hidden = false;
-        previewEmpty.textContent = "No picture from the camera.";
+        previewEmpty.textContent = "No picture from the camera. Tap Upload to screen a photo.";
         if (cameraState === "live") refreshStats(); // the camera just went: say so and turn Capture off now
       }
     } catch (e) {
