@@ -325,12 +325,12 @@
     } else {
       // Said once: the title names the reason, the box says what to do about it.
       const outOfScope = rec.decision === "out_of_scope";
-      $("decision-sub").textContent = outOfScope ? "This photo does not look like a dermoscopy image of a skin lesion."
-        : "The image failed the quality check.";
+      $("decision-sub").textContent = outOfScope ? "No call was made on this photo."
+        : "No call was made: the image failed the quality check.";
       $("prob").hidden = true;
       const lines = outOfScope ? [] : rec.quality.messages || [];
-      $("retake-title").textContent = outOfScope ? "No call was made. Retake through the dermatoscope, lesion centred."
-        : "No call was made. Fix this, then retake:";
+      $("retake-title").textContent = outOfScope ? "Retake through the dermatoscope, lesion centred."
+        : "Fix this, then retake:";
       $("retake-list").replaceChildren(...lines.map((m) => {
         const li = document.createElement("li");
         li.textContent = m;
