@@ -288,3 +288,33 @@ def test_model_card_reads_as_a_page_and_long_lesion_chips_end_with_an_ellipsis(p
     assert "## " not in card.inner_text() and "| --- |" not in card.inner_text()
     expect(page.locator("#model-sha256")).to_have_text(re.compile(r"^[0-9a-f]{64}$"))  # the full sha, no tooltip
     shot(page, "model-card")
+
+
+def test_upload_errors_in_plain_words_and_a_reload_during_an_upload_says_upload_again(browser, refer_server):  # noqa: F811
+    from playwright.sync_api import expect
+
+    base, tmp_path = refer_server
+    page = browser.new_context(**SIZES["800x480"]).new_page()
+    try:
+        open_screen(page, base)
+        broken = tmp_path / "broken.jpg"
+        broken.write_bytes(cv2.imencode(".jpg", lesion_image(1))[1].tobytes()[:1500])
+        page.set_input_files("#upload", str(broken))
+        expect(page.locator("#result")).to_have_attribute("data-state", "error", timeout=15_000)
+        sub = page.locator("#decision-sub")
+        expect(sub).to_contain_text("The file is damaged or incomplete")
+        assert "bytes not processed" not in sub.inner_text() and "cannot screen" not in sub.inner_text()
+        accept = page.locator("#upload").get_attribute("accept")
+        assert all(t in accept for t in ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff")), accept
+
+        before = total(base)
+        held = []  # the upload never reaches the device ...
+        page.route("**/api/screenings*", lambda route: held.append(route) if route.request.method == "POST" else route.continue_())
+        page.set_input_files("#upload", str(tmp_path / "frames" / "lesion.jpg"))
+        expect(page.locator("#result")).to_have_attribute("data-state", "busy")
+        page.reload()  # ... and the page reloads while it was on its way
+        expect(page.locator("#decision")).to_have_text("Could not screen", timeout=25_000)
+        expect(sub).to_contain_text("Upload the photo again")
+        assert "Capture" not in sub.inner_text() and total(base) == before
+    finally:
+        page.context.close()
