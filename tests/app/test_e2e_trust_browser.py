@@ -309,7 +309,8 @@ def test_upload_errors_in_plain_words_and_a_reload_during_an_upload_says_upload_
 
         before = total(base)
         held = []  # the upload never reaches the device ...
-        page.route("**/api/screenings*", lambda route: held.append(route) if route.request.method == "POST" else route.continue_())
+        page.route("**/api/screenings*",
+                   lambda route: held.append(route) if route.request.method == "POST" else route.continue_())
         page.set_input_files("#upload", str(tmp_path / "frames" / "lesion.jpg"))
         expect(page.locator("#result")).to_have_attribute("data-state", "busy")
         page.reload()  # ... and the page reloads while it was on its way
