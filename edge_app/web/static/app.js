@@ -326,7 +326,7 @@
       // Said once: the title names the reason, the box says what to do about it.
       const outOfScope = rec.decision === "out_of_scope";
       $("decision-sub").textContent = outOfScope ? "No call was made on this photo."
-        : "No call was made: the image failed the quality check.";
+        : "No call was made: quality check failed.";
       $("prob").hidden = true;
       const lines = outOfScope ? [] : rec.quality.messages || [];
       $("retake-title").textContent = outOfScope ? "Retake through the dermatoscope, lesion centred."
