@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from . import renditions
 from .camera.loop import CaptureLoop
 from .decisions import screening_decision
 from .device_path import DeviceResult, screen_bytes, screen_image
@@ -55,6 +56,7 @@ class _Job:
     lesion_ref: str
     corrects: str | None
     image: np.ndarray | None = None  # camera frame, already scaled; None for an upload (decoded on the worker)
+    frame: np.ndarray | None = None  # camera frame at full resolution, for its screen rendition (made after the reply)
     frame_size: tuple[int, int] = (0, 0)  # camera frame's own (width, height)
     max_pixels: int | None = None  # upload's pixel cap
     extra_timings: dict[str, float] = field(default_factory=dict)
@@ -151,20 +153,22 @@ class ScreeningService:
                                  request_id=request_id))
 
     def screen_capture(self, operator: str = "", lesion_ref: str = "", corrects: str | None = None,
-                       request_id: str | None = None) -> ScreeningRecord:
-        """Full-quality frame from the live camera -> stored record. Raises CameraUnavailable."""
+                       request_id: str | None = None, frame_id: int | None = None) -> ScreeningRecord:
+        """Full-quality frame from the live camera -> stored record. Raises CameraUnavailable.
+
+        `frame_id`: the preview frame that was on screen at the tap; that very frame is screened, or
+        FrameExpired (a CameraError) is raised when it is no longer kept. Without it, a new still."""
         start = time.perf_counter()
-        frame = self.capture_loop.capture()
+        frame = self.capture_loop.capture() if frame_id is None else self.capture_loop.frame(frame_id)
         capture_ms = (time.perf_counter() - start) * 1000.0
         t0 = time.perf_counter()
         jpeg = encode_jpeg(frame, self.jpeg_quality)  # the one encode: this JPEG is the record's image
         t1 = time.perf_counter()
         height, width = frame.shape[:2]
         image = reduce_to(frame, self.classifier.decode_min_side)
-        del frame  # the full-resolution frame is not kept past its encode
         timings = {"capture": capture_ms, "encode": (t1 - t0) * 1000.0, "scale": (time.perf_counter() - t1) * 1000.0}
         return self._submit(_Job(jpeg, self.capture_loop.camera.kind, operator, lesion_ref, corrects, image=image,
-                                 frame_size=(width, height), extra_timings=timings, request_id=request_id))
+                                 frame=frame, frame_size=(width, height), extra_timings=timings, request_id=request_id))
 
     def _submit(self, job: _Job, timeout_s: float = 60.0) -> ScreeningRecord:
         """Queue one screening on the worker and wait for its own result."""
@@ -196,7 +200,9 @@ class ScreeningService:
                 continue
             self._busy_since = time.monotonic()
             try:
-                job.future.set_result(self._process(job))
+                record = self._process(job)
+                job.future.set_result(record)
+                self._save_rendition(job, record)  # after the reply: the verdict does not wait for it
             except (ImageDecodeError, ValueError, DuplicateRequest) as exc:  # the caller's input: answered, not a fault
                 job.future.set_exception(exc)
             except BaseException as exc:
@@ -252,11 +258,25 @@ class ScreeningService:
         self.stats.add(record.timings_ms)
         return record
 
+    def _save_rendition(self, job: _Job, record: ScreeningRecord) -> None:
+        """The record's screen rendition, made once from the pixels at hand (a viewer asking first makes it
+        from the stored original instead, and this finds it made). A failure leaves it to be made on view."""
+        frame, job.frame = job.frame, None
+        make = (lambda: renditions.from_frame(frame)) if frame is not None else (lambda: renditions.from_bytes(job.data))
+        try:
+            renditions.ensure(self.store.data_dir / record.image_path, make)
+        except Exception:  # noqa: BLE001 - the record is stored; its rendition is made on first view instead
+            log.exception("screen rendition of %s not made now; made on first view", record.id)
+
     def record_end_to_end(self, ms: float) -> None:
         """Request-to-response time as seen by the web layer (includes capture and queueing)."""
         self.stats.add({"end_to_end": ms})
 
     # ------------------------------------------------------------------ health
+
+    def is_busy(self) -> bool:
+        """A screening is running or waiting (live guidance steps aside then)."""
+        return self._busy_since is not None or not self._jobs.empty()
 
     def worker_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

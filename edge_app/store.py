@@ -4,6 +4,7 @@
     <data_dir>/images/YYYY-MM-DD/<id>.<ext>      what was screened: an upload's own bytes
                                                  (.jpg, .png, ...), a camera frame's JPEG
     <data_dir>/images/YYYY-MM-DD/<id>.thumb.jpg  a small copy for history pages
+    <data_dir>/images/YYYY-MM-DD/<id>.screen.jpg a screen-size rendition (`renditions`), made after the row
 
 Write order makes a crash harmless: the image files are written atomically
 (temp file + fsync + rename, then one fsync of the day's directory for both
@@ -40,6 +41,7 @@ from .decisions import NO_VERDICT, all_decisions
 
 DB_NAME = "screenings.sqlite3"
 IMAGES = "images"
+DERIVED = (".thumb.jpg", ".screen.jpg")  # files made from a record's image: thumbnail, screen rendition (renditions.py)
 AUDIT_LOG = "audit.log"
 BACKUP_MANIFEST = "backup.json"
 SCHEMA_VERSION = 3  # 2: request_id (one record per capture/upload intent); 3: threshold source, scope, heatmap
@@ -514,8 +516,8 @@ class ScreeningStore:
             if path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
                 removed_tmp += 1
-            elif rel.endswith(".thumb.jpg"):
-                if rel[: -len(".thumb.jpg")] not in stems:
+            elif rel.endswith(DERIVED):
+                if rel[: -len(next(s for s in DERIVED if rel.endswith(s)))] not in stems:
                     path.unlink(missing_ok=True)
                     removed_orphans += 1
             elif rel not in known:
@@ -587,7 +589,8 @@ class ScreeningStore:
         for r in rows:
             path = self.data_dir / r["image_path"]
             path.unlink(missing_ok=True)
-            path.with_suffix(".thumb.jpg").unlink(missing_ok=True)
+            for suffix in DERIVED:
+                path.with_suffix(suffix).unlink(missing_ok=True)
         return [r["id"] for r in rows]
 
     def audit(self, event: str, **fields: Any) -> None:

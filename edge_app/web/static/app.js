@@ -274,7 +274,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     result.dataset.state = verdict ? rec.decision : "none";
     $("decision-icon").textContent = !verdict ? "?" : malignant ? "!" : "✓";
     $("decision").textContent = ui.labels[rec.decision] || rec.decision;
-    showShot(rec.image_url, "Analysed image · " + rec.time_local.slice(11) + (rec.lesion_ref ? " · " + rec.lesion_ref : ""));
+    showShot(rec.screen_url, "Analysed image · " + rec.time_local.slice(11) + (rec.lesion_ref ? " · " + rec.lesion_ref : ""));
     if (verdict) {
       $("decision-sub").textContent = (malignant ? "At or above the threshold" : "Below the threshold") + " · " + rec.time_local.slice(11);
       $("bar-fill").style.width = Math.max(1, rec.malignant_probability * 100).toFixed(1) + "%";
