@@ -18,7 +18,7 @@ from .decisions import LABELS, NO_VERDICT_REASONS, is_verdict
 from .quality import FLAG_MESSAGES
 from .store import ScreeningRecord
 
-DISCLAIMER = ("Screening aid, not a diagnosis. This result comes from an automated model on a screening device; "
+DISCLAIMER = ("This result comes from an automated model on a screening device; "
               "a clinician decides on referral and treatment. The probability is the model's output, compared "
               "with the decision threshold that was in force when the image was screened.")
 MAX_EARLIER = 14  # rows that fit below the result on one page; older ones are counted
@@ -31,7 +31,7 @@ def _text(value: object) -> str:
 
 
 def _when(iso_utc: str) -> str:
-    return datetime.fromisoformat(iso_utc.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    return datetime.fromisoformat(iso_utc).astimezone().strftime("%Y-%m-%d %H:%M %Z")
 
 
 def decision_words(record: ScreeningRecord) -> str:
@@ -98,7 +98,6 @@ def sheet(record: ScreeningRecord, image: Path | None, earlier: Sequence[Screeni
         ("Operator", record.operator or "-"),
         ("Lesion reference", record.lesion_ref or "-"),
         ("Model", f"{record.model_version}"),
-        ("Model sha256", record.model_sha256),
         ("Preprocessing", f"version {record.preprocessing_version}"),
         ("Record id", record.id),
     ]
@@ -106,10 +105,15 @@ def sheet(record: ScreeningRecord, image: Path | None, earlier: Sequence[Screeni
         pdf.set_x(x)
         pdf.set_font("Helvetica", "B", 9)
         pdf.cell(30, 5, _text(name))
-        pdf.set_font("Courier" if name in ("Model sha256", "Record id") else "Helvetica", "", 7 if name == "Model sha256" else 9)
+        pdf.set_font("Courier" if name == "Record id" else "Helvetica", "", 9)
         pdf.multi_cell(0, 5, _text(value), new_x="LMARGIN", new_y="NEXT")
 
-    pdf.set_y(max(pdf.get_y(), top + img_h) + 6)
+    pdf.set_y(max(pdf.get_y(), top + img_h) + 3)
+    pdf.set_font("Helvetica", "B", 9)
+    pdf.cell(30, 5, "Model sha256")
+    pdf.set_font("Courier", "", 8)
+    pdf.cell(0, 5, record.model_sha256, new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
     pdf.set_font("Helvetica", "B", 12)
     pdf.cell(0, 7, "Earlier screenings of this lesion", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 9)

@@ -265,7 +265,7 @@ class ScreeningService:
         make = (lambda: renditions.from_frame(frame)) if frame is not None else (lambda: renditions.from_bytes(job.data))
         try:
             renditions.ensure(self.store.data_dir / record.image_path, make)
-        except Exception:  # noqa: BLE001 - the record is stored; its rendition is made on first view instead
+        except Exception:  # the record is stored; its rendition is made on first view instead
             log.exception("screen rendition of %s not made now; made on first view", record.id)
 
     def record_end_to_end(self, ms: float) -> None:

@@ -88,9 +88,8 @@ class FrameRing:
         with self._cond:
             while not self._frames or self._last_id <= after_id:
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._cond.wait(left):
-                    if not self._frames or self._last_id <= after_id:
-                        return None
+                if (left <= 0 or not self._cond.wait(left)) and (not self._frames or self._last_id <= after_id):
+                    return None
             frame_id = self._last_id
             jpeg = self._jpegs.get(frame_id)
             frame = self._frames[frame_id]

@@ -115,6 +115,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
 
   let previewInFlight = false;
   async function pollPreview() {
+    if (window.dermaPreview) return; // preview.js streams the live frames instead
     if (document.hidden || cameraState === "none" || previewInFlight || state() !== "ready") return;
     previewInFlight = true;
     try {
@@ -299,6 +300,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
       $("retake").hidden = false;
     }
     offerHeatmap(rec);
+    window.dermaTiming?.shown(rec);
     $("result-links").hidden = false;
     $("result-detail").href = rec.detail_url;
     $("result-follow").hidden = !rec.follow_up_url;
@@ -346,13 +348,17 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     }
   }
 
-  captureBtn.addEventListener("click", () => {
+  captureBtn.addEventListener("click", (event) => {
     if (state() !== "ready" || performance.now() < guardUntil) return;
+    window.dermaTiming?.start("capture", event.timeStamp);
+    const frameId = window.dermaPreview?.shownId(); // the frame on screen now is the one analysed
     guardUntil = performance.now() + TAP_GUARD_MS;
     shotBox.classList.remove("is-flash");
     void shotBox.offsetWidth; // restart the flash animation
     shotBox.classList.add("is-flash");
-    submit(new FormData(), "Analysing…");
+    const form = new FormData();
+    if (frameId) form.append("frame_id", frameId);
+    submit(form, "Analysing…");
   });
 
   function startNext() {
@@ -365,7 +371,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     startNext();
   });
 
-  uploadInput.addEventListener("change", () => {
+  uploadInput.addEventListener("change", (event) => {
     const file = uploadInput.files[0];
     uploadInput.value = "";
     if (!file) return;
@@ -375,8 +381,14 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     }
     const form = new FormData();
     form.append("image", file, file.name);
-    uploadUrl = URL.createObjectURL(file);
-    showShot(uploadUrl, "Analysing " + file.name);
+    window.dermaTiming?.start("upload", event.timeStamp);
+    if (window.dermaPreview) { // drawn shrunk by preview.js, never decoded full size here
+      shotImg.hidden = true;
+      window.dermaPreview.showFile(file, "Analysing " + file.name);
+    } else {
+      uploadUrl = URL.createObjectURL(file);
+      showShot(uploadUrl, "Analysing " + file.name);
+    }
     submit(form, "Analysing upload…");
   });
 
