@@ -16,8 +16,9 @@ with `performance.now()` in the page (static/timing.js), from the tap / the file
 - the live preview's frame rate in the page;
 - the server process's CPU (% of one core) with nobody watching, with the preview streaming, and with
   the preview plus live guidance; the guidance's own CPU as counted by the server;
-- the device path (`total`) and tap -> result (`end_to_end`) medians of HTTP captures with and
-  without the preview running (side by side, alternating blocks).
+- the device path (`total`) and tap -> result (`end_to_end`) medians of captures tapped with the
+  preview (and guidance) running and with them off, side by side in alternating blocks; and the same
+  for captures another client posts while the Screen streams (a LAN viewer watching).
 
 Prints JSON (and writes it with --json). Exits 1 when it did no work or a target fails:
 12 MP choose -> image drawn p50 <= 150 ms, preview >= 10 fps, match N of N, guidance <= 10% of a
@@ -256,10 +257,44 @@ def summary(values: list[float]) -> dict:
     return {"n": int(arr.size), "p50": round(float(np.percentile(arr, 50)), 1), "p90": round(float(np.percentile(arr, 90)), 1)}
 
 
+def side_by_side_taps(page, base: str, blocks: int, per_block: int) -> dict:
+    """Captures tapped on the Screen with the live preview and guidance running, and with both switched off
+    (their requests refused: Capture then takes a new still), alternating blocks; medians of the records' times."""
+    keys = ("total", "end_to_end")
+    runs: dict[bool, dict[str, list[float]]] = {True: {k: [] for k in keys}, False: {k: [] for k in keys}}
+    for b in range(blocks * 2):
+        running = b % 2 == 0
+        for pattern in ("**/api/preview/stream", "**/api/preview/guidance"):
+            if running:
+                page.unroute(pattern)
+            else:
+                page.route(pattern, lambda route: route.abort())
+        for _ in range(per_block):
+            fresh_screen(page, base)
+            if running:
+                wait_for(page, "() => window.dermaPreview.shownId() > 0")
+            wait_for(page, "() => !document.getElementById('capture').disabled")
+            page.wait_for_timeout(700)
+            n = page.evaluate("() => window.dermaTiming.history.length")
+            box = page.locator("#capture").bounding_box()
+            page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+            rec = get_json(f"{base}/api/screenings/{measured(page, n)['record_id']}")
+            for k in keys:
+                runs[running][k].append(rec["timings_ms"].get(k, 0.0))
+    for pattern in ("**/api/preview/stream", "**/api/preview/guidance"):
+        page.unroute(pattern)
+    med = {k: {"with_preview": round(statistics.median(runs[True][k]), 2), "without": round(statistics.median(runs[False][k]), 2)}
+           for k in keys}
+    for v in med.values():
+        v["ratio"] = round(v["with_preview"] / v["without"], 3) if v["without"] else None
+    return med | {"n_each": len(runs[True]["total"])}
+
+
 def side_by_side(page, base: str, blocks: int, per_block: int) -> dict:
-    """HTTP captures with the Screen open (preview + guidance running) and with it closed, alternating."""
-    with_preview: dict[str, list[float]] = {"total": [], "end_to_end": []}
-    without: dict[str, list[float]] = {"total": [], "end_to_end": []}
+    """HTTP captures (another client) with the Screen open (preview + guidance running) and with it closed, alternating."""
+    keys = ("total", "end_to_end", "capture", "encode", "queue_wait", "store")
+    with_preview: dict[str, list[float]] = {k: [] for k in keys}
+    without: dict[str, list[float]] = {k: [] for k in keys}
     for b in range(blocks * 2):
         running = b % 2 == 0
         if running:
@@ -271,8 +306,8 @@ def side_by_side(page, base: str, blocks: int, per_block: int) -> dict:
         into = with_preview if running else without
         for _ in range(per_block):
             rec = post_capture(base)
-            into["total"].append(rec["timings_ms"]["total"])
-            into["end_to_end"].append(rec["timings_ms"]["end_to_end"])
+            for k in keys:
+                into[k].append(rec["timings_ms"].get(k, 0.0))
             page.wait_for_timeout(150)
     med = {k: {"with_preview": round(statistics.median(with_preview[k]), 2), "without": round(statistics.median(without[k]), 2)}
            for k in with_preview}
@@ -339,7 +374,8 @@ def main() -> int:
                 result["capture"] = capture_runs(page, base, args.runs, scene_sigs)
                 result["upload_1280x960"] = upload_runs(page, base, args.runs, medium)
                 result["upload_12mp"] = upload_runs(page, base, args.runs, big)
-                result["device_path_side_by_side"] = side_by_side(page, base, blocks=3, per_block=max(3, args.runs // 2))
+                result["device_path_side_by_side"] = side_by_side_taps(page, base, blocks=3, per_block=max(3, args.runs // 2))
+                result["device_path_other_client"] = side_by_side(page, base, blocks=3, per_block=max(3, args.runs // 2))
                 browser.close()
         finally:
             server.terminate()
@@ -370,7 +406,8 @@ def main() -> int:
         "device_path_within_10pct": (side["total"]["ratio"] or 9) <= TARGETS["device_path_ratio_max"],
     }
     out = {"inputs": result["inputs"], "machine": result["machine"], "targets": TARGETS, "report": report,
-           "preview_cpu_pct_of_one_core": cpu, "device_path_side_by_side": side, "checks": checks,
+           "preview_cpu_pct_of_one_core": cpu, "device_path_side_by_side": side,
+           "device_path_other_client": result["device_path_other_client"], "checks": checks,
            "passed": all(checks.values())}
     text = json.dumps(out, indent=2)
     print(text)

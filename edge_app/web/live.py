@@ -28,6 +28,7 @@ bp = Blueprint("live", __name__)
 BOUNDARY = "frame"
 STREAM_MAX_S = 120.0  # a stream ends after this and the page opens a new one: no thread is held forever
 FRAME_WAIT_S = 2.0
+BUSY_PAUSE_S = 0.02
 BROWSER_KEYS = {  # reported key -> (label on the Performance page)
     "tap_to_verdict": "tap → verdict shown",
     "tap_to_image": "tap → image drawn",
@@ -62,11 +63,15 @@ def _camera_ready() -> None:
 @bp.get("/api/preview/stream")
 def stream():
     _camera_ready()
-    loop = get_service().capture_loop
+    service = get_service()
+    loop = service.capture_loop
 
     def parts() -> Iterator[bytes]:
         last, until = 0, time.monotonic() + STREAM_MAX_S
         while time.monotonic() < until:
+            if service.is_busy():  # a screening runs: no preview encode competes with it for the CPU
+                time.sleep(BUSY_PAUSE_S)
+                continue
             got = loop.ring.wait_jpeg(last, FRAME_WAIT_S)
             if got is None:
                 if loop.status()["state"] != "live":
