@@ -257,31 +257,31 @@ def summary(values: list[float]) -> dict:
     return {"n": int(arr.size), "p50": round(float(np.percentile(arr, 50)), 1), "p90": round(float(np.percentile(arr, 90)), 1)}
 
 
-def side_by_side_taps(page, base: str, blocks: int, per_block: int) -> dict:
+def side_by_side_taps(page, base: str, taps: int) -> dict:
     """Captures tapped on the Screen with the live preview and guidance running, and with both switched off
-    (their requests refused: Capture then takes a new still), alternating blocks; medians of the records' times."""
+    (their requests refused: Capture then takes a new still), alternating tap by tap so both see the same
+    machine load; medians of the device path (`total`) and of the server's tap -> result (`end_to_end`)."""
     keys = ("total", "end_to_end")
     runs: dict[bool, dict[str, list[float]]] = {True: {k: [] for k in keys}, False: {k: [] for k in keys}}
-    for b in range(blocks * 2):
-        running = b % 2 == 0
-        for pattern in ("**/api/preview/stream", "**/api/preview/guidance"):
-            if running:
-                page.unroute(pattern)
-            else:
+    patterns = ("**/api/preview/stream", "**/api/preview/guidance")
+    for i in range(taps * 2):
+        running = i % 2 == 0
+        for pattern in patterns:
+            page.unroute(pattern)
+            if not running:
                 page.route(pattern, lambda route: route.abort())
-        for _ in range(per_block):
-            fresh_screen(page, base)
-            if running:
-                wait_for(page, "() => window.dermaPreview.shownId() > 0")
-            wait_for(page, "() => !document.getElementById('capture').disabled")
-            page.wait_for_timeout(700)
-            n = page.evaluate("() => window.dermaTiming.history.length")
-            box = page.locator("#capture").bounding_box()
+        fresh_screen(page, base)
+        if running:
+            wait_for(page, "() => window.dermaPreview.shownId() > 0")
+        wait_for(page, "() => !document.getElementById('capture').disabled")
+        page.wait_for_timeout(700)
+        box = page.locator("#capture").bounding_box()
+        with page.expect_response(lambda r: r.url.endswith("/api/screenings") and r.request.method == "POST") as reply:
             page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-            rec = get_json(f"{base}/api/screenings/{measured(page, n)['record_id']}")
-            for k in keys:
-                runs[running][k].append(rec["timings_ms"].get(k, 0.0))
-    for pattern in ("**/api/preview/stream", "**/api/preview/guidance"):
+        timings = reply.value.json()["timings_ms"]
+        for k in keys:
+            runs[running][k].append(timings[k])
+    for pattern in patterns:
         page.unroute(pattern)
     med = {k: {"with_preview": round(statistics.median(runs[True][k]), 2), "without": round(statistics.median(runs[False][k]), 2)}
            for k in keys}
@@ -374,7 +374,7 @@ def main() -> int:
                 result["capture"] = capture_runs(page, base, args.runs, scene_sigs)
                 result["upload_1280x960"] = upload_runs(page, base, args.runs, medium)
                 result["upload_12mp"] = upload_runs(page, base, args.runs, big)
-                result["device_path_side_by_side"] = side_by_side_taps(page, base, blocks=3, per_block=max(3, args.runs // 2))
+                result["device_path_side_by_side"] = side_by_side_taps(page, base, taps=max(5, args.runs))
                 result["device_path_other_client"] = side_by_side(page, base, blocks=3, per_block=max(3, args.runs // 2))
                 browser.close()
         finally:

@@ -11,6 +11,7 @@ idle, lets the service watchdog notice a hung camera driver.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -28,14 +29,14 @@ log = logging.getLogger(__name__)
 
 PREVIEW_BOX = (800, 480)  # the kiosk screen: a preview frame fits inside it
 PREVIEW_QUALITY = 75
-RING_FRAMES = 12  # about a second at the preview rate: the tap's frame is still there when its POST arrives
+RING_SECONDS = 1.2  # frames kept: the tap's frame is still there when its POST arrives (1280x960 at 15 fps: 18 frames, 66 MB)
 
 
 class CaptureLoop:
     def __init__(
         self,
         camera: Camera,
-        preview_fps: float = 12.0,
+        preview_fps: float = 15.0,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 30.0,
         tick_s: float = 0.5,
@@ -49,7 +50,7 @@ class CaptureLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self.ring = FrameRing(RING_FRAMES, encode=preview_jpeg_of)
+        self.ring = FrameRing(max(6, math.ceil(RING_SECONDS * preview_fps)), encode=preview_jpeg_of)
         self._heartbeat = time.monotonic()
         self._is_open = False
         self._error: str | None = None
@@ -144,8 +145,10 @@ class CaptureLoop:
                 continue
             self._serve_requests(0)
             now = time.monotonic()
-            if now >= next_preview:
-                next_preview = now + self.preview_interval_s
+            if now >= next_preview:  # a steady cadence: a late frame does not push every later one back
+                next_preview += self.preview_interval_s
+                if next_preview <= now:
+                    next_preview = now + self.preview_interval_s
                 try:
                     frame = self.camera.read()
                 except Exception as exc:  # noqa: BLE001 - any driver failure: report and reconnect

@@ -103,8 +103,8 @@ def test_the_tapped_preview_frame_is_the_analysed_one_and_guidance_shows_before_
 
 
 def test_a_tiff_upload_displays_its_rendition(browser, live_server):  # noqa: F811
-    from playwright.sync_api import expect
     from PIL import Image
+    from playwright.sync_api import expect
 
     base, tmp_path, _ = live_server
     tiff = tmp_path / "lesion.tif"
