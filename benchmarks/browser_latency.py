@@ -138,11 +138,41 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_pct(pid: int, seconds: float, page) -> float:
-    """The process's CPU over `seconds` of wall time, in % of one core (the page keeps running meanwhile)."""
-    c0, t0 = cpu_s(pid), time.monotonic()
+def descendants(root: int) -> list[int]:
+    """Every process below `root` (the browser's processes below this script), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def browser_cpu_s(server_pid: int) -> float:
+    total = 0.0
+    for pid in descendants(os.getpid()):
+        if pid == server_pid:
+            continue
+        try:
+            total += cpu_s(pid)
+        except OSError:
+            pass  # a process that ended meanwhile
+    return total
+
+
+def cpu_pct(pid: int, seconds: float, page) -> tuple[float, float]:
+    """The server's and the browser's CPU over `seconds` of wall time, in % of one core."""
+    c0, b0, t0 = cpu_s(pid), browser_cpu_s(pid), time.monotonic()
     page.wait_for_timeout(seconds * 1000)
-    return round((cpu_s(pid) - c0) / (time.monotonic() - t0) * 100.0, 1)
+    wall = time.monotonic() - t0
+    return round((cpu_s(pid) - c0) / wall * 100.0, 1), round((browser_cpu_s(pid) - b0) / wall * 100.0, 1)
 
 
 def start_server(work: Path, frames: Path, log) -> tuple[subprocess.Popen, str]:
@@ -261,7 +291,7 @@ def side_by_side_taps(page, base: str, taps: int) -> dict:
     """Captures tapped on the Screen with the live preview and guidance running, and with both switched off
     (their requests refused: Capture then takes a new still), alternating tap by tap so both see the same
     machine load; medians of the device path (`total`) and of the server's tap -> result (`end_to_end`)."""
-    keys = ("total", "end_to_end")
+    keys = ("total", "end_to_end", "scale", "quality", "inference", "scope", "explain", "encode", "store")
     runs: dict[bool, dict[str, list[float]]] = {True: {k: [] for k in keys}, False: {k: [] for k in keys}}
     patterns = ("**/api/preview/stream", "**/api/preview/guidance")
     for i in range(taps * 2):
@@ -280,7 +310,7 @@ def side_by_side_taps(page, base: str, taps: int) -> dict:
             page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
         timings = reply.value.json()["timings_ms"]
         for k in keys:
-            runs[running][k].append(timings[k])
+            runs[running][k].append(timings.get(k, 0.0))
     for pattern in patterns:
         page.unroute(pattern)
     med = {k: {"with_preview": round(statistics.median(runs[True][k]), 2), "without": round(statistics.median(runs[False][k]), 2)}
@@ -354,15 +384,15 @@ def main() -> int:
                 ctx = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
                 page = ctx.new_page()
                 page.goto(base + "/history")
-                idle = cpu_pct(server.pid, args.cpu_seconds, page)
+                idle, idle_browser = cpu_pct(server.pid, args.cpu_seconds, page)
                 fresh_screen(page, base)
                 page.route("**/api/preview/guidance", lambda route: route.abort())
                 page.wait_for_timeout(1000)
-                stream_only = cpu_pct(server.pid, args.cpu_seconds, page)
+                stream_only, stream_browser = cpu_pct(server.pid, args.cpu_seconds, page)
                 page.unroute("**/api/preview/guidance")
                 before = get_json(base + "/api/preview/guidance")
                 g0 = time.monotonic()
-                with_guidance = cpu_pct(server.pid, args.cpu_seconds, page)
+                with_guidance, guidance_browser = cpu_pct(server.pid, args.cpu_seconds, page)
                 after = get_json(base + "/api/preview/guidance")
                 guide_s = time.monotonic() - g0
                 result["preview_cpu_pct_of_one_core"] = {
@@ -370,6 +400,8 @@ def main() -> int:
                     "preview_cost": round(stream_only - idle, 1), "guidance_cost": round(with_guidance - stream_only, 1),
                     "guidance_checks_per_s": round((after["checks"] - before["checks"]) / guide_s, 2),
                     "guidance_thread_cpu_pct": round((after["cpu_ms_total"] - before["cpu_ms_total"]) / guide_s / 10.0, 1),
+                    "browser": {"history_page": idle_browser, "preview_stream": stream_browser,
+                                "preview_and_guidance": guidance_browser, "preview_cost": round(stream_browser - idle_browser, 1)},
                 }
                 result["capture"] = capture_runs(page, base, args.runs, scene_sigs)
                 result["upload_1280x960"] = upload_runs(page, base, args.runs, medium)

@@ -90,6 +90,8 @@ class ScreeningService:
         self._busy_since: float | None = None
         self._in_flight: dict[str, Future] = {}
         self._in_flight_lock = threading.Lock()
+        self._capturing = 0  # captures between their request's arrival and their job's queueing
+        self._capturing_lock = threading.Lock()
         self.started_at = time.time()
         self.site = SiteWatcher(store.data_dir)  # the site threshold, when calibrated
         self.site.refresh(classifier)
@@ -158,6 +160,16 @@ class ScreeningService:
 
         `frame_id`: the preview frame that was on screen at the tap; that very frame is screened, or
         FrameExpired (a CameraError) is raised when it is no longer kept. Without it, a new still."""
+        with self._capturing_lock:
+            self._capturing += 1  # from now on the live preview and guidance step aside (is_busy)
+        try:
+            return self._screen_capture(operator, lesion_ref, corrects, request_id, frame_id)
+        finally:
+            with self._capturing_lock:
+                self._capturing -= 1
+
+    def _screen_capture(self, operator: str, lesion_ref: str, corrects: str | None, request_id: str | None,
+                        frame_id: int | None) -> ScreeningRecord:
         start = time.perf_counter()
         frame = self.capture_loop.capture() if frame_id is None else self.capture_loop.frame(frame_id)
         capture_ms = (time.perf_counter() - start) * 1000.0
@@ -275,8 +287,8 @@ class ScreeningService:
     # ------------------------------------------------------------------ health
 
     def is_busy(self) -> bool:
-        """A screening is running or waiting (live guidance steps aside then)."""
-        return self._busy_since is not None or not self._jobs.empty()
+        """A screening is running or waiting, or a capture is being taken (the live preview and guidance step aside)."""
+        return self._capturing > 0 or self._busy_since is not None or not self._jobs.empty()
 
     def worker_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

@@ -79,8 +79,9 @@ class FrameRing:
             frame_id = next(reversed(self._frames))
             return frame_id, self._frames[frame_id]
 
-    def wait_jpeg(self, after_id: int, timeout_s: float) -> tuple[int, bytes] | None:
-        """The newest frame's preview JPEG once its id is above `after_id`; None on timeout or no frames.
+    def wait_jpeg(self, after_id: int, timeout_s: float, go: Callable[[], bool] | None = None) -> tuple[int, bytes] | None:
+        """The newest frame's preview JPEG once its id is above `after_id`; None on timeout, with no frames,
+        or when `go()` says no at that moment (a screening runs: no encode competes with it).
 
         The encode happens once per frame, by the first viewer to ask; the others get the same bytes.
         """
@@ -93,6 +94,8 @@ class FrameRing:
             frame_id = self._last_id
             jpeg = self._jpegs.get(frame_id)
             frame = self._frames[frame_id]
+        if jpeg is None and go is not None and not go():
+            return None
         if jpeg is None:
             if self._encode is None:
                 raise RuntimeError("this frame ring makes no preview JPEGs")

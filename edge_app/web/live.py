@@ -72,8 +72,10 @@ def stream():
             if service.is_busy():  # a screening runs: no preview encode competes with it for the CPU
                 time.sleep(BUSY_PAUSE_S)
                 continue
-            got = loop.ring.wait_jpeg(last, FRAME_WAIT_S)
+            got = loop.ring.wait_jpeg(last, FRAME_WAIT_S, go=lambda: not service.is_busy())
             if got is None:
+                if service.is_busy():
+                    continue
                 if loop.status()["state"] != "live":
                     return  # camera lost: the page shows why and opens a new stream when it is back
                 continue
