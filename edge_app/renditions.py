@@ -2,8 +2,9 @@
 
 Every record's image is stored as it came (an upload's own bytes, a camera frame's
 JPEG). Screens show a rendition instead: a JPEG at most `SCREEN_SIDE` px on its long
-side, made once when the record is saved and kept beside the original as
-`<id>.screen.jpg` (like the thumbnail `<id>.thumb.jpg`). So a browser never decodes a
+side, made once when the record is saved (from the pixels the screening already has:
+a camera frame, or an upload as the device path decoded it) and kept beside the original
+as `<id>.screen.jpg` (like the thumbnail `<id>.thumb.jpg`). So a browser never decodes a
 12 MP original for a 376x280 box, and any accepted format (TIFF, BMP, 16-bit PNG)
 displays. A record saved before renditions existed gets its rendition the first time
 it is shown (`ensure`), made from the original and stored the same way.

@@ -212,9 +212,7 @@ class ScreeningService:
                 continue
             self._busy_since = time.monotonic()
             try:
-                record = self._process(job)
-                job.future.set_result(record)
-                self._save_rendition(job, record)  # after the reply: the verdict does not wait for it
+                job.future.set_result(self._process(job))
             except (ImageDecodeError, ValueError, DuplicateRequest) as exc:  # the caller's input: answered, not a fault
                 job.future.set_exception(exc)
             except BaseException as exc:
@@ -265,18 +263,20 @@ class ScreeningService:
             operator=job.operator, lesion_ref=job.lesion_ref, source=job.source, corrects=job.corrects,
             request_id=job.request_id,
         )
+        self._save_rendition(job, record, result.image)
         # Storing happens after the row is written, so its time is reported but not part of the record.
         record.timings_ms["store"] = round((time.perf_counter() - t1) * 1000.0, 3)
         self.stats.add(record.timings_ms)
         return record
 
-    def _save_rendition(self, job: _Job, record: ScreeningRecord) -> None:
-        """The record's screen rendition, made once from the pixels at hand (a viewer asking first makes it
-        from the stored original instead, and this finds it made). A failure leaves it to be made on view."""
+    def _save_rendition(self, job: _Job, record: ScreeningRecord, analysed: np.ndarray) -> None:
+        """The record's screen rendition, before the reply, from pixels at hand (no second decode): a camera
+        frame at full resolution, an upload as the device path decoded it (a big JPEG at 1/2-1/8 scale, what
+        the quality gate saw). A failure leaves it to be made from the original on first view."""
         frame, job.frame = job.frame, None
-        make = (lambda: renditions.from_frame(frame)) if frame is not None else (lambda: renditions.from_bytes(job.data))
+        pixels = frame if frame is not None else analysed
         try:
-            renditions.ensure(self.store.data_dir / record.image_path, make)
+            renditions.ensure(self.store.data_dir / record.image_path, lambda: renditions.from_frame(pixels))
         except Exception:  # the record is stored; its rendition is made on first view instead
             log.exception("screen rendition of %s not made now; made on first view", record.id)
 
