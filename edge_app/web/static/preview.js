@@ -6,8 +6,9 @@
 // while the Screen is "ready": the tap's frame stays frozen while it is analysed, and app.js sends
 // `dermaPreview.shownId()` with Capture, so the server screens that very frame (or says it expired).
 // About twice a second the guidance line says what the quality gate and scope check say about the
-// newest frame. An upload is drawn here too, shrunk by the browser's decoder (createImageBitmap with
-// resize, off the main thread): a 12 MP original is never decoded full size for a 376x280 box.
+// newest frame. An upload is drawn here too, shrunk by the browser's decoder (a JPEG decoded at 1/2-1/8
+// scale by ImageDecoder, else createImageBitmap with resize): a 12 MP original is never decoded full
+// size for a 376x280 box.
 "use strict";
 
 (function () {
@@ -146,23 +147,56 @@
   }
 
   // ------------------------------------------------------------- an upload, drawn shrunk
+  // A JPEG's size from its SOF header (the first bytes of the file), so the decoder can be asked for the
+  // smallest 1/2, 1/4, 1/8 scale that still fills the box: a 12 MP photo is then decoded at 1/8, in the DCT.
+  async function jpegSize(file) {
+    const head = new Uint8Array(await file.slice(0, 262144).arrayBuffer());
+    if (head[0] !== 0xff || head[1] !== 0xd8) return null;
+    for (let i = 2; i + 9 < head.length;) {
+      if (head[i] !== 0xff) return null;
+      const type = head[i + 1];
+      if (type === 0xff) { i += 1; continue; }
+      const length = (head[i + 2] << 8) | head[i + 3];
+      if (type >= 0xc0 && type <= 0xcf && type !== 0xc4 && type !== 0xc8 && type !== 0xcc) {
+        return { h: (head[i + 5] << 8) | head[i + 6], w: (head[i + 7] << 8) | head[i + 8] };
+      }
+      i += 2 + length;
+    }
+    return null;
+  }
+
+  async function shrunk(file, want) {
+    if (typeof ImageDecoder === "function" && file.type === "image/jpeg") { // a secure context (the kiosk's 127.0.0.1)
+      const size = await jpegSize(file).catch(() => null);
+      if (size && size.w && size.h) {
+        let f = 8;
+        while (f > 1 && (size.w / f < want || size.h / f < want * 0.75)) f /= 2;
+        const decoder = new ImageDecoder({ data: file.stream(), type: "image/jpeg",
+                                           desiredWidth: Math.ceil(size.w / f), desiredHeight: Math.ceil(size.h / f) });
+        try { return (await decoder.decode()).image; } finally { decoder.close(); }
+      }
+    }
+    return createImageBitmap(file, { resizeWidth: want, resizeQuality: "low" });
+  }
+
   async function showFile(file, text) {
     drawn = false;
     shownId = 0;
     layout();
     const box = canvas.parentElement.getBoundingClientRect();
     const want = Math.max(1, Math.round(Math.max(box.width, box.height) * (window.devicePixelRatio || 1)));
-    let bitmap;
+    let picture;
     try {
-      bitmap = await createImageBitmap(file, { resizeWidth: want, resizeQuality: "low" });
+      picture = await shrunk(file, want);
     } catch (e) {
       return false; // a format the browser cannot decode (e.g. TIFF): the server's rendition follows
     }
-    if (state() === "result") { bitmap.close(); return false; } // the result came first
-    canvas.width = bitmap.width;
-    canvas.height = bitmap.height;
-    ctx.drawImage(bitmap, 0, 0);
-    bitmap.close();
+    const w = picture.displayWidth || picture.width, h = picture.displayHeight || picture.height;
+    if (state() === "result") { picture.close(); return false; } // the result came first
+    canvas.width = w;
+    canvas.height = h;
+    ctx.drawImage(picture, 0, 0, w, h);
+    picture.close();
     drawn = true;
     caption.textContent = text;
     caption.hidden = !text;
