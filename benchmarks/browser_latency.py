@@ -14,11 +14,12 @@ with `performance.now()` in the page (static/timing.js), from the tap / the file
   choose -> the chosen image drawn (shrunk by the browser's decoder, preview.js), choose -> the
   record's rendition drawn;
 - the live preview's frame rate in the page;
-- the server process's CPU (% of one core) with nobody watching, with the preview streaming, and with
+- the server process's and the browser's CPU (% of one core) with nobody watching, with the preview streaming, and with
   the preview plus live guidance; the guidance's own CPU as counted by the server;
 - the device path (`total`) and tap -> result (`end_to_end`) medians of captures tapped with the
-  preview (and guidance) running and with them off, side by side in alternating blocks; and the same
-  for captures another client posts while the Screen streams (a LAN viewer watching).
+  preview (and guidance) running and with them off, side by side, alternating tap by tap (3x --runs
+  each), with an A/A noise figure; and the same for captures another client posts while the Screen
+  streams (a LAN viewer watching).
 
 Prints JSON (and writes it with --json). Exits 1 when it did no work or a target fails:
 12 MP choose -> image drawn p50 <= 150 ms, preview >= 10 fps, match N of N, guidance <= 10% of a
@@ -313,37 +314,39 @@ def side_by_side_taps(page, base: str, taps: int) -> dict:
             runs[running][k].append(timings.get(k, 0.0))
     for pattern in patterns:
         page.unroute(pattern)
-    med = {k: {"with_preview": round(statistics.median(runs[True][k]), 2), "without": round(statistics.median(runs[False][k]), 2)}
-           for k in keys}
-    for v in med.values():
+    return medians(runs[True], runs[False])
+
+
+def medians(with_preview: dict[str, list[float]], without: dict[str, list[float]]) -> dict:
+    """Medians side by side, their ratio, and the noise floor: the ratio between the odd and even samples of
+    the runs without the preview (an A/A comparison: what this machine's load alone moves a median by)."""
+    med = {k: {"with_preview": round(statistics.median(with_preview[k]), 2), "without": round(statistics.median(without[k]), 2)}
+           for k in with_preview}
+    for k, v in med.items():
         v["ratio"] = round(v["with_preview"] / v["without"], 3) if v["without"] else None
-    return med | {"n_each": len(runs[True]["total"])}
+        a, b = without[k][0::2], without[k][1::2]
+        v["noise_ratio_without_odd_vs_even"] = round(statistics.median(a) / statistics.median(b), 3) if b and statistics.median(b) else None
+    return med | {"n_each": len(with_preview["total"])}
 
 
-def side_by_side(page, base: str, blocks: int, per_block: int) -> dict:
-    """HTTP captures (another client) with the Screen open (preview + guidance running) and with it closed, alternating."""
+def side_by_side(page, base: str, requests: int) -> dict:
+    """HTTP captures (another client) with the Screen open (preview + guidance running) and with it closed,
+    alternating request by request."""
     keys = ("total", "end_to_end", "capture", "encode", "queue_wait", "store")
     with_preview: dict[str, list[float]] = {k: [] for k in keys}
     without: dict[str, list[float]] = {k: [] for k in keys}
-    for b in range(blocks * 2):
-        running = b % 2 == 0
+    for i in range(requests * 2):
+        running = i % 2 == 0
         if running:
             fresh_screen(page, base)
             wait_for(page, "() => window.dermaPreview.shownId() > 0")
         else:
             page.goto(base + "/history")
         page.wait_for_timeout(500)
-        into = with_preview if running else without
-        for _ in range(per_block):
-            rec = post_capture(base)
-            for k in keys:
-                into[k].append(rec["timings_ms"].get(k, 0.0))
-            page.wait_for_timeout(150)
-    med = {k: {"with_preview": round(statistics.median(with_preview[k]), 2), "without": round(statistics.median(without[k]), 2)}
-           for k in with_preview}
-    for v in med.values():
-        v["ratio"] = round(v["with_preview"] / v["without"], 3) if v["without"] else None
-    return med | {"n_each": len(with_preview["total"])}
+        rec = post_capture(base)
+        for k in keys:
+            (with_preview if running else without)[k].append(rec["timings_ms"].get(k, 0.0))
+    return medians(with_preview, without)
 
 
 def main() -> int:
@@ -406,8 +409,8 @@ def main() -> int:
                 result["capture"] = capture_runs(page, base, args.runs, scene_sigs)
                 result["upload_1280x960"] = upload_runs(page, base, args.runs, medium)
                 result["upload_12mp"] = upload_runs(page, base, args.runs, big)
-                result["device_path_side_by_side"] = side_by_side_taps(page, base, taps=max(5, args.runs))
-                result["device_path_other_client"] = side_by_side(page, base, blocks=3, per_block=max(3, args.runs // 2))
+                result["device_path_side_by_side"] = side_by_side_taps(page, base, taps=3 * args.runs)
+                result["device_path_other_client"] = side_by_side(page, base, requests=2 * args.runs)
                 browser.close()
         finally:
             server.terminate()
