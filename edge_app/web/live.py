@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..guidance import LiveGuide
 from ..latency import LatencyStats
@@ -29,6 +29,8 @@ BOUNDARY = "frame"
 STREAM_MAX_S = 120.0  # a stream ends after this and the page opens a new one: no thread is held forever
 FRAME_WAIT_S = 2.0
 BUSY_PAUSE_S = 0.02
+MAX_STREAMS = 2  # each stream holds a server thread (waitress has 4 by default): captures must never queue behind them
+_STREAMS = "dermaedge.preview_streams"
 BROWSER_KEYS = {  # reported key -> (label on the Performance page)
     "tap_to_verdict": "tap → verdict shown",
     "tap_to_image": "tap → image drawn",
@@ -42,6 +44,7 @@ _guide_lock = threading.Lock()
 @bp.record_once
 def _init(state) -> None:
     state.app.extensions[_BROWSER] = LatencyStats()
+    state.app.extensions[_STREAMS] = threading.BoundedSemaphore(MAX_STREAMS)
 
 
 def browser_stats() -> dict[str, dict[str, dict[str, float]]]:
@@ -65,6 +68,9 @@ def stream():
     _camera_ready()
     service = get_service()
     loop = service.capture_loop
+    streams = current_app.extensions[_STREAMS]
+    if not streams.acquire(blocking=False):
+        raise ApiError(503, f"the live preview is already open on {MAX_STREAMS} screens; close one of them")
 
     def parts() -> Iterator[bytes]:
         last, until = 0, time.monotonic() + STREAM_MAX_S
@@ -83,7 +89,8 @@ def stream():
             yield (f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}\r\n"
                    f"X-Frame-Id: {last}\r\n\r\n").encode() + jpeg + b"\r\n"
 
-    response = Response(stream_with_context(parts()), mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+    response = Response(parts(), mimetype=f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+    response.call_on_close(streams.release)
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
     return response

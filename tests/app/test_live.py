@@ -130,6 +130,18 @@ def test_the_preview_stream_sends_kiosk_sized_jpegs_with_increasing_frame_ids(mo
     assert frame.shape[1] <= 800 and frame.shape[0] <= 480
 
 
+def test_at_most_two_preview_streams_hold_server_threads(moving_app):
+    client = moving_app.test_client()
+    first, second = (client.get("/api/preview/stream", buffered=False) for _ in range(2))
+    third = client.get("/api/preview/stream", buffered=False)
+    assert (first.status_code, second.status_code, third.status_code) == (200, 200, 503)
+    assert "already open on 2 screens" in third.get_json()["error"]
+    first.close()
+    again = client.get("/api/preview/stream", buffered=False)
+    assert again.status_code == 200 and read_parts(again, 1)
+    second.close()
+
+
 def test_no_preview_stream_or_guidance_in_upload_only_mode(make_app):
     client = make_app(CAMERA="none").test_client()
     for url in ("/api/preview/stream", "/api/preview/guidance"):
