@@ -188,8 +188,10 @@
     let picture;
     try {
       picture = await shrunk(file, want);
-    } catch (e) {
-      return false; // a format the browser cannot decode (e.g. TIFF): the server's rendition follows
+    } catch (e) { // a format the browser cannot decode (e.g. TIFF): say so until the server's rendition shows
+      empty.textContent = text;
+      empty.hidden = false;
+      return false;
     }
     const w = picture.displayWidth || picture.width, h = picture.displayHeight || picture.height;
     if (state() === "result") { picture.close(); return false; } // the result came first
