@@ -35,11 +35,11 @@ def _when(iso_utc: str) -> str:
 
 
 def decision_words(record: ScreeningRecord) -> str:
-    """The decision in words, with the probability only for a verdict."""
+    """The decision in words, with the malignant probability only for a verdict (one table cell)."""
     label = LABELS.get(record.decision, record.decision)
     if not is_verdict(record.decision):
         return label
-    return f"{label} (malignant probability {record.malignant_probability * 100:.1f}%)"
+    return f"{label}, {record.malignant_probability * 100:.1f}%"
 
 
 def no_verdict_reason(record: ScreeningRecord) -> str:
@@ -123,7 +123,7 @@ def sheet(record: ScreeningRecord, image: Path | None, earlier: Sequence[Screeni
     else:
         widths = (38, 70, 72)
         pdf.set_font("Helvetica", "B", 9)
-        for w, head in zip(widths, ("Date", "Decision", "Record id"), strict=True):
+        for w, head in zip(widths, ("Date", "Decision, malignant probability", "Record id"), strict=True):
             pdf.cell(w, 6, head, border="B")
         pdf.ln()
         pdf.set_font("Helvetica", "", 9)
