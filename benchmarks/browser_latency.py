@@ -292,7 +292,8 @@ def side_by_side_taps(page, base: str, taps: int) -> dict:
     """Captures tapped on the Screen with the live preview and guidance running, and with both switched off
     (their requests refused: Capture then takes a new still), alternating tap by tap so both see the same
     machine load; medians of the device path (`total`) and of the server's tap -> result (`end_to_end`)."""
-    keys = ("total", "end_to_end", "scale", "quality", "inference", "scope", "explain", "encode", "store")
+    keys = ("total", "end_to_end", "scale", "quality", "crop", "resize", "dehair", "denoise", "contrast", "normalize",
+            "inference", "scope", "explain", "capture", "encode", "queue_wait", "store")
     runs: dict[bool, dict[str, list[float]]] = {True: {k: [] for k in keys}, False: {k: [] for k in keys}}
     patterns = ("**/api/preview/stream", "**/api/preview/guidance")
     for i in range(taps * 2):
@@ -326,7 +327,7 @@ def medians(with_preview: dict[str, list[float]], without: dict[str, list[float]
         v["ratio"] = round(v["with_preview"] / v["without"], 3) if v["without"] else None
         a, b = without[k][0::2], without[k][1::2]
         v["noise_ratio_without_odd_vs_even"] = round(statistics.median(a) / statistics.median(b), 3) if b and statistics.median(b) else None
-    return med | {"n_each": len(with_preview["total"])}
+    return med | {"n_each": len(with_preview["total"]), "raw_total": {"with_preview": with_preview["total"], "without": without["total"]}}
 
 
 def side_by_side(page, base: str, requests: int) -> dict:

@@ -27,16 +27,19 @@ from .ring import FrameRing
 
 log = logging.getLogger(__name__)
 
-PREVIEW_BOX = (800, 480)  # the kiosk screen: a preview frame fits inside it
+# A preview frame fits inside this: the Screen's preview panel is 376x280 on the 800x480 kiosk. Bigger frames
+# cost the kiosk browser decode time that competes with the device path on the Pi's cores (measured:
+# benchmarks/browser_latency.py); the frame Capture analyses is the camera's own, at full resolution.
+PREVIEW_BOX = (480, 360)
 PREVIEW_QUALITY = 75
-RING_SECONDS = 1.2  # frames kept: the tap's frame is still there when its POST arrives (1280x960 at 15 fps: 18 frames, 66 MB)
+RING_SECONDS = 1.2  # frames kept: the tap's frame is still there when its POST arrives (1280x960 at 12 fps: 15 frames, 55 MB)
 
 
 class CaptureLoop:
     def __init__(
         self,
         camera: Camera,
-        preview_fps: float = 15.0,
+        preview_fps: float = 12.0,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 30.0,
         tick_s: float = 0.5,
