@@ -19,11 +19,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
-from .images import DEFAULT_MAX_PIXELS, decode, encode_jpeg
+from .images import DEFAULT_MAX_PIXELS, decode, encode_jpeg, shrink_to_fit
 
 SCREEN_SIDE = 1024  # px, long side
 SCREEN_QUALITY = 85
@@ -43,11 +42,7 @@ def is_rendition(path: str | Path) -> bool:
 
 def fit(bgr: np.ndarray, side: int = SCREEN_SIDE) -> np.ndarray:
     """Shrink (never enlarge) so the long side is at most `side` px."""
-    h, w = bgr.shape[:2]
-    scale = side / max(h, w)
-    if scale >= 1.0:
-        return bgr
-    return cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    return shrink_to_fit(bgr, side, side)
 
 
 def from_frame(bgr: np.ndarray) -> bytes:

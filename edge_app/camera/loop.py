@@ -18,10 +18,9 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..images import encode_jpeg
+from ..images import encode_jpeg, shrink_to_fit
 from . import Camera, CameraError, CameraUnavailable
 from .ring import FrameRing
 
@@ -222,8 +221,4 @@ def preview_jpeg_of(frame: np.ndarray) -> bytes:
 
 
 def _shrink(frame: np.ndarray) -> np.ndarray:
-    h, w = frame.shape[:2]
-    scale = min(PREVIEW_BOX[0] / w, PREVIEW_BOX[1] / h)
-    if scale >= 1.0:
-        return frame
-    return cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return shrink_to_fit(frame, *PREVIEW_BOX)
