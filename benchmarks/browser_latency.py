@@ -198,6 +198,16 @@ def start_server(work: Path, frames: Path, log) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("edge-app serve did not become healthy; see " + str(work / "serve.log"))
 
 
+def niced_browser(work: Path, nice: int) -> str:
+    """Chromium at the kiosk's niceness (its processes inherit it): a wrapper Playwright starts instead."""
+    if not nice:
+        return CHROMIUM
+    wrapper = work / "chromium-niced"
+    wrapper.write_text(f'#!/bin/sh\nexec nice -n {int(nice)} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    return str(wrapper)
+
+
 def post_capture(base: str) -> dict:
     """A capture by HTTP (no browser): what the device path costs, for the side-by-side comparison."""
     req = urllib.request.Request(base + "/api/screenings", data=b"", method="POST",
@@ -355,6 +365,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=10, help="captures and uploads of each size (default 10)")
     parser.add_argument("--cpu-seconds", type=float, default=8.0, help="wall time of each CPU measurement")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--browser-nice", type=int, default=10,
+                        help="run Chromium at this niceness, as deploy/kiosk/edge-app-kiosk does (default 10; 0: as is)")
     args = parser.parse_args()
     if args.runs < 1:
         parser.error("--runs must be at least 1")
@@ -375,14 +387,15 @@ def main() -> int:
     big = work / "upload_12mp.jpg"
     big_bytes = jpeg_12mp(shots[2], big)
 
-    result: dict = {"machine": {"cpus": os.cpu_count(), "load_1min_at_start": round(os.getloadavg()[0], 2)},
+    result: dict = {"machine": {"cpus": os.cpu_count(), "load_1min_at_start": round(os.getloadavg()[0], 2),
+                                "browser_nice": args.browser_nice},
                     "inputs": {"capture_frame": "1280x960", "upload_1280x960_bytes": medium.stat().st_size,
                                "upload_12mp_bytes": big_bytes}, "targets": TARGETS}
     with open(work / "serve.log", "w") as log:
         server, base = start_server(work, frames, log)
         try:
             with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                browser = pw.chromium.launch(executable_path=niced_browser(work, args.browser_nice), headless=True,
                                              args=["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
                                                    "--disable-background-networking", "--disable-component-update"])
                 ctx = browser.new_context(viewport={"width": 800, "height": 480}, has_touch=True)
