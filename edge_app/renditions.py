@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
