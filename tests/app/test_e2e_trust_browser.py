@@ -125,7 +125,7 @@ def test_a_second_tap_cannot_dismiss_a_refer_which_stays_until_noted(page, refer
         page.touchscreen.tap(x, y)
     page.wait_for_timeout(2500)
     expect(page.locator("#result")).to_have_attribute("data-state", "malignant")
-    assert page.locator("#shot").get_attribute("src") == rec["image_url"]
+    assert page.locator("#shot").get_attribute("src") == rec["screen_url"]  # the analysed image (its rendition)
     assert total(base) == before + 1
     expect(page.locator("#next")).to_be_disabled()  # New screening waits for "Referral noted"
     expect(page.locator("#refer-ack")).to_be_visible()
@@ -200,6 +200,7 @@ def test_no_verdict_shows_no_probability_anywhere_a_technician_looks(page, refer
     hidden = rec["probability_text"]
     wait_result(page, "none")
     assert hidden not in page.locator("#result").inner_text()
+    page.screenshot(path=str(ARTIFACTS / f"ui-no-verdict-{page.size}.png"))
     assert_card_fits(page)
     shot(page, "no-verdict")
     page.wait_for_timeout(900)

@@ -18,7 +18,9 @@
     fetch("/api/timings", { method: "POST", headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
                             body: JSON.stringify(body) }).catch(() => { /* a lost report is only a lost sample */ });
     const line = document.getElementById("latency-line");
-    if (line && !line.hidden && r.image !== null) line.textContent += " · on screen " + r.image.toFixed(0) + " ms";
+    if (line && !line.hidden && r.image !== null) { // the wait as the technician saw it replaces the server's figure
+      line.textContent = line.textContent.replace(/ · tap → result .*$/, "") + " · tap → on screen " + r.image.toFixed(0) + " ms";
+    }
   }
 
   function finish(r) {
