@@ -46,7 +46,7 @@ def make_shifted_set(test_csv: Path, root: Path, shift: str, out: Path) -> list[
     import cv2
 
     from edge_app.images import read_image
-    from edge_app.training.pipeline import SHIFTS
+    from edge_app.training.shifts import SHIFTS
 
     with open(test_csv, newline="") as f:
         rows = list(csv.DictReader(f))

@@ -10,13 +10,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import multiprocessing as mp
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+from tqdm import tqdm
 
 from ..images import read_image
 from ..preprocess import Preprocessor
+from .device_augment import augment_raw
 
 LABELS = ("benign", "malignant")
 SPLITS = ("train", "val", "test")
@@ -93,6 +99,10 @@ def load_sources(root: str | Path, datasets: tuple[str, ...]) -> Table:
     """Several staged datasets (`root/<name>/labels.csv`) as one table: file paths relative to `root`,
     a `dataset` column, lesion ids prefixed per dataset, diagnoses mapped onto DX_CLASSES."""
     root = Path(root)
+    missing = [name for name in datasets if not (root / name / "labels.csv").is_file()]
+    if missing:
+        staged = sorted(d.name for d in root.iterdir() if (d / "labels.csv").is_file()) if root.is_dir() else []
+        raise SystemExit(f"dataset(s) {missing} not staged under {root} (no <name>/labels.csv); staged there: {staged or 'none'}")
     rows: list[dict[str, str]] = []
     for name in datasets:
         t = load_table(root / name / "labels.csv")
@@ -113,12 +123,14 @@ def split_sources(table: Table, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> 
     return {s: Table(rows, table.columns) for s, rows in parts.items()}
 
 
-def source_weights(table: Table, dataset_share: dict[str, float], follow_up_share: float) -> np.ndarray:
+def source_weights(table: Table, dataset_share: dict[str, float], follow_up_share: float, max_weight: float = 0.0) -> np.ndarray:
     """Per-sample loss weights (mean 1) that stop the source and the follow-up shortcut from paying.
 
     Each dataset gets `dataset_share` of the total weight (the rest split evenly), half to each
     class within it; HAM10000's follow-up nevi get `follow_up_share` of their dataset's benign
-    weight, whatever their count.
+    weight, whatever their count. `max_weight` > 0 caps one image's weight (then mean 1 again):
+    a source with a few dozen melanomas (isic2020) would otherwise give each of them the weight
+    of a hundred images.
     """
     ds, y, fu = table.datasets, table.y, table.follow_up
     names = list(dict.fromkeys(ds.tolist()))
@@ -138,7 +150,27 @@ def source_weights(table: Table, dataset_share: dict[str, float], follow_up_shar
                     w[sub] = cls * frac / sub.sum()
             else:
                 w[m] = cls / m.sum()
-    return (w * len(w) / w.sum()).astype(np.float32)
+    w = w * len(w) / w.sum()
+    for _ in range(20 if max_weight > 0 else 0):  # capping lowers the mean: renormalise, cap again, until it holds
+        if w.max() <= max_weight * (1 + 1e-6):
+            break
+        w = np.minimum(w, max_weight)
+        w = w * len(w) / w.sum()
+    return w.astype(np.float32)
+
+
+def weight_summary(table: Table, w: np.ndarray) -> dict[str, dict[str, float]]:
+    """Share of the total loss weight per dataset and class, and the largest weight of one image there."""
+    ds, y = table.datasets, table.y
+    out: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(ds.tolist()):
+        row = {}
+        for c, label in enumerate(LABELS):
+            m = (ds == name) & (y == c)
+            row[f"{label}_share"] = round(float(w[m].sum() / w.sum()), 4)
+            row[f"{label}_max_weight"] = round(float(w[m].max()), 3) if m.any() else 0.0
+        out[name] = row
+    return out
 
 
 def write_table(table: Table, path: str | Path) -> None:
@@ -156,8 +188,6 @@ def split_table(table: Table, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> di
     StratifiedGroupKFold with k = round(1 / test fraction) takes one fold as test,
     then the same on the rest for validation.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     y, groups = table.y, np.array(table.groups)
     k_test = max(2, round(1.0 / fractions[2]))
     outer = StratifiedGroupKFold(n_splits=k_test, shuffle=True, random_state=seed)
@@ -207,8 +237,6 @@ def preprocess_table(
     `transform(bgr) -> bgr` is applied to the decoded image *before* the pipeline
     (used for the robustness shifts); its name is part of the cache key.
     """
-    from tqdm import tqdm
-
     root = Path(root)
     path = None
     if cache_dir is not None:
@@ -230,12 +258,15 @@ def preprocess_table(
     return out
 
 
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Model-range tensors -> uint8 u with x = (u - 127) / 128 (`preprocess.normalize`'s scale; error <= 1/256)."""
+    return np.clip(np.rint(np.asarray(x, np.float32) * 128.0 + 127.0), 0, 255).astype(np.uint8)
+
+
 def _augment_one(task: tuple[str, int, int]) -> np.ndarray:
     path, seed, index = task
-    from .device_augment import augment_raw
-
     rng = np.random.default_rng([seed, index])
-    return _WORKER_PRE(augment_raw(read_image(path), rng)).astype(np.float16)
+    return to_uint8(_WORKER_PRE(augment_raw(read_image(path), rng)))
 
 
 _WORKER_PRE: Preprocessor | None = None
@@ -243,32 +274,25 @@ _WORKER_PRE: Preprocessor | None = None
 
 def _init_worker(description: dict) -> None:
     global _WORKER_PRE
-    import cv2
-
     cv2.setNumThreads(1)
     _WORKER_PRE = Preprocessor.from_description(description)
 
 
 def augmented_passes(table: Table, root: str | Path, preprocessor: Preprocessor, passes: int, seed: int = 0,
                      workers: int | None = None, cache_dir: str | Path | None = "cache", desc: str = "augment") -> np.ndarray:
-    """`passes` device-augmented copies of every image through the device pipeline -> float16 (P, N, S, S, 3).
+    """`passes` device-augmented copies of every image through the device pipeline -> uint8 (P, N, S, S, 3) (`to_uint8`).
 
     Each pass draws new device shifts (`device_augment.augment_raw`) before the six stages; epochs
     cycle through the passes. Parallel over processes (the pipeline is per image); cached like tensors.
     """
-    import multiprocessing as mp
-    import os
-
-    from tqdm import tqdm
-
     root = Path(root)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"aug_{cache_key(preprocessor, table, root, f'passes={passes},seed={seed},v1')}.npy"
+        path = Path(cache_dir) / f"aug_{cache_key(preprocessor, table, root, f'passes={passes},seed={seed},u8')}.npy"
         if path.is_file():
             return np.load(path, mmap_mode="r")
     size = preprocessor.params.size
-    out = np.empty((passes, len(table), size, size, 3), np.float16)
+    out = np.empty((passes, len(table), size, size, 3), np.uint8)
     tasks = [(str(root / r["file"]), seed * 1000 + k, i) for k in range(passes) for i, r in enumerate(table.rows)]
     workers = workers or max(1, (os.cpu_count() or 1))
     # spawn, not fork: the training process holds framework threads by now, and a forked child can deadlock on their locks
