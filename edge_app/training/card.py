@@ -155,8 +155,8 @@ def card_context(m: dict[str, Any], cfg: dict[str, Any], run_dir: Path, data: st
         "cal": ex.get("calibration", {}), "st": m.get(shipped_name, {}), "data": data, "run_name": run_dir.name, "nan": float("nan"),
         "scfg": _step_config(run_dir, shipped_name.replace("_", "-"), cfg),
         "per_source_thresholds": ", ".join(f"{k} {v:.4f}" for k, v in ex.get("val_source_thresholds", {}).items()),
-        "dataset_notes": " ".join(DATASET_NOTES[s].format(data=data) for s in sources if s in DATASET_NOTES)
-                         + " Binary mapping: malignant = mel, bcc, akiec.",
+        "dataset_notes": " ".join([DATASET_NOTES.get(s, "`{data}/" + s + "`: see its README.").format(data=data) for s in sources]
+                                  + ["Binary mapping: malignant = mel, bcc, akiec."]),
         "group_caveat": " ".join(GROUP_CAVEATS[s] for s in sources if s in GROUP_CAVEATS),
         "fractions": "/".join(str(round(100 * f)) for f in cfg["split_fractions"]),
         "shares": ", ".join(cfg.get("dataset_share", ())),

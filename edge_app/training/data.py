@@ -223,39 +223,27 @@ def cache_key(preprocessor: Preprocessor, table: Table, root: str | Path, extra:
     return h.hexdigest()[:16]
 
 
-def preprocess_table(
-    table: Table,
-    root: str | Path,
-    preprocessor: Preprocessor,
-    cache_dir: str | Path | None = "cache",
-    transform=None,
-    transform_name: str = "",
-    desc: str = "preprocess",
-) -> np.ndarray:
+def preprocess_table(table: Table, root: str | Path, preprocessor: Preprocessor, cache_dir: str | Path | None = "cache",
+                     desc: str = "preprocess", workers: int | None = None) -> np.ndarray:
     """All images of `table` through the device pipeline -> float32 (N, S, S, 3), cached (float16 on disk).
-
-    `transform(bgr) -> bgr` is applied to the decoded image *before* the pipeline
-    (used for the robustness shifts); its name is part of the cache key.
-    """
+    Parallel over processes for more than a few hundred images (a GPU machine's cores)."""
     root = Path(root)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"x_{cache_key(preprocessor, table, root, transform_name)}.npy"
+        path = Path(cache_dir) / f"x_{cache_key(preprocessor, table, root)}.npy"
         if path.is_file():
             return np.load(path).astype(np.float32)
     size = preprocessor.params.size
-    out = np.empty((len(table), size, size, 3), np.float32)
-    for i, r in enumerate(tqdm(table.rows, desc=desc, unit="img", mininterval=2.0)):
-        bgr = read_image(root / r["file"])
-        if transform is not None:
-            bgr = transform(bgr)
-        out[i] = preprocessor(bgr)
+    out = np.empty((len(table), size, size, 3), np.float16)
+    tasks = [(str(root / r["file"]), -1, i) for i, r in enumerate(table.rows)]
+    for i, x in enumerate(_map_images(tasks, preprocessor, workers, desc)):
+        out[i] = x
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, out.astype(np.float16))
+        np.save(tmp, out)
         tmp.rename(path)
-    return out
+    return out.astype(np.float32)
 
 
 def to_uint8(x: np.ndarray) -> np.ndarray:
@@ -263,18 +251,34 @@ def to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, np.float32) * 128.0 + 127.0), 0, 255).astype(np.uint8)
 
 
-def _augment_one(task: tuple[str, int, int]) -> np.ndarray:
+def _one_image(task: tuple[str, int, int]) -> np.ndarray:
+    """(path, seed, index) -> the image through the pipeline: seed < 0 as it is (float16), else device-augmented
+    with the generator [seed, index] (uint8, `to_uint8`)."""
     path, seed, index = task
-    rng = np.random.default_rng([seed, index])
-    return to_uint8(_WORKER_PRE(augment_raw(read_image(path), rng)))
+    if seed < 0:
+        return _WORKER_PRE(read_image(path)).astype(np.float16)
+    return to_uint8(_WORKER_PRE(augment_raw(read_image(path), np.random.default_rng([seed, index]))))
+
+
+def _map_images(tasks: list[tuple[str, int, int]], preprocessor: Preprocessor, workers: int | None, desc: str):
+    """`_one_image` over the tasks, in order: in this process for a few images, else over a process pool."""
+    workers = workers or max(1, (os.cpu_count() or 1))
+    if len(tasks) < 200 or workers == 1:
+        _init_worker(preprocessor.describe(), threads=-1)
+        yield from map(_one_image, tqdm(tasks, desc=desc, unit="img", mininterval=5.0))
+        return
+    # spawn, not fork: the training process holds framework threads by now, and a forked child can deadlock on their locks
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(preprocessor.describe(),)) as pool:
+        yield from tqdm(pool.imap(_one_image, tasks, chunksize=32), total=len(tasks), desc=desc, unit="img", mininterval=5.0)
 
 
 _WORKER_PRE: Preprocessor | None = None
 
 
-def _init_worker(description: dict) -> None:
+def _init_worker(description: dict, threads: int = 1) -> None:
     global _WORKER_PRE
-    cv2.setNumThreads(1)
+    if threads > 0:  # a pool's worker: one thread each
+        cv2.setNumThreads(threads)
     _WORKER_PRE = Preprocessor.from_description(description)
 
 
@@ -294,11 +298,8 @@ def augmented_passes(table: Table, root: str | Path, preprocessor: Preprocessor,
     size = preprocessor.params.size
     out = np.empty((passes, len(table), size, size, 3), np.uint8)
     tasks = [(str(root / r["file"]), seed * 1000 + k, i) for k in range(passes) for i, r in enumerate(table.rows)]
-    workers = workers or max(1, (os.cpu_count() or 1))
-    # spawn, not fork: the training process holds framework threads by now, and a forked child can deadlock on their locks
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(preprocessor.describe(),)) as pool:
-        for j, x in enumerate(tqdm(pool.imap(_augment_one, tasks, chunksize=32), total=len(tasks), desc=desc, unit="img", mininterval=5.0)):
-            out[j // len(table), j % len(table)] = x
+    for j, x in enumerate(_map_images(tasks, preprocessor, workers, desc)):
+        out[j // len(table), j % len(table)] = x
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")

@@ -57,18 +57,27 @@ def breakdown(table: Table, p: np.ndarray, thr: float, n_boot: int) -> dict[str,
         rep["auc_no_follow_up"] = roc_auc(y[mk], p[mk]) if fu[m].any() and len(set(y[mk].tolist())) == 2 else None
         rep["n_follow_up"] = int((m & fu).sum())
         out["sources"][name] = rep
+    out["dx"] = per_diagnosis(table, p, thr)
     dx = np.array([r.get("dx", "") or "unknown" for r in table.rows])
-    for d in sorted(set(dx.tolist())):
-        m = dx == d
-        malignant = bool(y[m].mean() > 0.5)
-        hit = (p[m] >= thr) if malignant else (p[m] < thr)
-        out["dx"][d] = {"n": int(m.sum()), "class": "malignant" if malignant else "benign",
-                        "metric": "sensitivity" if malignant else "specificity", "value": float(hit.mean())}
     fu_p = p[fu]
     if fu_p.size:
         out["follow_up_median_p"] = float(np.median(fu_p))
         histo_nevi = (dx == "nv") & ~fu
         out["histo_nevi_median_p"] = float(np.median(p[histo_nevi])) if histo_nevi.any() else None
+    return out
+
+
+def per_diagnosis(table: Table, p: np.ndarray, thr: float) -> dict[str, dict[str, Any]]:
+    """Sensitivity for each malignant diagnosis, specificity for each benign one, at `thr`."""
+    y = table.y
+    dx = np.array([r.get("dx", "") or "unknown" for r in table.rows])
+    out = {}
+    for d in sorted(set(dx.tolist())):
+        m = dx == d
+        malignant = bool(y[m].mean() > 0.5)
+        hit = (p[m] >= thr) if malignant else (p[m] < thr)
+        out[d] = {"n": int(m.sum()), "class": "malignant" if malignant else "benign",
+                  "metric": "sensitivity" if malignant else "specificity", "value": float(hit.mean())}
     return out
 
 

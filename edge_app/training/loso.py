@@ -12,6 +12,7 @@ import numpy as np
 
 from ..metrics import evaluate
 from .data import Table, preprocess_table
+from .evaluation import per_diagnosis
 from .run_state import Run
 
 RULE = ("fitted on the other sources' training splits (best epoch on their validation), threshold = the highest with "
@@ -38,7 +39,7 @@ def fold_report(scored: Table, p: np.ndarray, threshold: float, per_source: dict
     rep = evaluate(scored.y, p, threshold, n_boot=n_boot, groups=scored.groups)
     return {**rep, "threshold": threshold, "threshold_per_other_source": per_source, "n_train": n_train,
             "val_auc_other_sources": hist["best_val_auc"], "best_epoch": hist["best_epoch"],
-            "train_img_per_s": hist["train_img_per_s"]}
+            "train_img_per_s": hist["train_img_per_s"], "dx": per_diagnosis(scored, p, threshold)}
 
 
 def fold_line(r: dict[str, Any]) -> str:
