@@ -54,6 +54,7 @@ class TrainConfig:
     # cheap levers, each off by default (issue 22 item 4: measure one at a time with `loso` on the same schedule)
     mixup_alpha: float = 0.0  # > 0: mixup of batch neighbours, lam ~ Beta(a, a)
     ema_momentum: float = 0.0  # > 0: validate and keep the exponential moving average of the weights (e.g. 0.99)
+    tta_flips: bool = False  # the exported model averages the image and its mirror image inside the TFLite graph (2x inference)
     precision: str = "auto"  # student training: "auto" = mixed_bfloat16 on a GPU, float32 on a CPU; or one of PRECISIONS
     # distillation (alpha=1 would be plain CE). With kd_grid set, each (alpha, T) pair is trained for
     # kd_grid_epochs (0: the full schedule), the best on validation AUC is kept and, if the grid was

@@ -314,7 +314,7 @@ def step_export(run: Run) -> None:
         val_logits = np.asarray(logit_model.predict(x_va, batch_size=256, verbose=0), np.float64)[:, :2]
         p_raw = malignant_from_logits(val_logits)  # before calibration
         calibration = calibrate_logits_layer(logit_model, val_logits, y_va) if cfg.calibration == "platt" else {"method": "none"}
-        model = with_softmax(logit_model)
+        model = with_softmax(logit_model, flip_tta=cfg.tta_flips)
         scope_data = scope_set(run, model)
         p32 = keras_outputs(model, x_va, batch_size=256)[0][:, 1].astype(np.float64)
         calibration.update({"val_ece_before": expected_calibration_error(y_va, p_raw),
@@ -392,7 +392,8 @@ def _provenance(run: Run, m: dict[str, Any], shipped: str, names: list[str], cal
                   "val_csv": "models/splits/val.csv", "test_csv": "models/splits/test.csv"},
         "student": {"source": shipped, "init": "ImageNet EfficientNet-Lite0 trunk" if cfg.student_init == "imagenet" else "random",
                     "blocks": cfg.student_blocks, "params": m[shipped]["params"], "dx_head": cfg.dx_weight > 0,
-                    "frozen_blocks": cfg.student_freeze, "epochs": cfg.epochs, "augment_passes": cfg.augment_passes},
+                    "frozen_blocks": cfg.student_freeze, "epochs": cfg.epochs, "augment_passes": cfg.augment_passes,
+                    "tta_flips": cfg.tta_flips, "mixup_alpha": cfg.mixup_alpha, "ema_momentum": cfg.ema_momentum},
         "teacher": ({k: m.get(m.get("student_kd", {}).get("teacher", "teacher"), {}).get(k)
                      for k in ("preset", "family", "init", "train", "backbones", "fusion", "size")} if "student_kd" in names else None),
         "loss_weights": {"dataset_share": list(cfg.dataset_share), "follow_up_share": cfg.follow_up_share,
