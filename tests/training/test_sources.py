@@ -109,3 +109,17 @@ def test_isic2020_splits_by_patient_and_keeps_melanomas_on_every_side():
     sides = [set(p.groups) for p in parts.values()]
     assert not (sides[0] & sides[1] | sides[0] & sides[2] | sides[1] & sides[2])
     assert all(p.y.sum() >= 3 for p in parts.values())
+
+
+def test_mixed_precision_holds_only_while_the_student_is_built_and_trained():
+    import keras
+
+    from edge_app.training.tensor_input import dtype_policy, resolve_precision
+
+    assert resolve_precision("auto") == "float32"  # no GPU here; a lent GPU gets mixed_bfloat16
+    with dtype_policy("mixed_bfloat16") as chosen:
+        layer = keras.layers.Dense(2)
+        assert chosen == "mixed_bfloat16" and layer.compute_dtype == "bfloat16" and layer.variable_dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # the exported model is built in float32
+    with pytest.raises(SystemExit, match="choose from"):
+        get_preset("v4").override(["precision=half"])
