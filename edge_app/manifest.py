@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fileio import sha256_file  # noqa: F401  (one implementation, in fileio; runtime and export import it from here)
 
 MANIFEST_FORMAT = 1
 SELFTEST_TOLERANCE = 0.01  # max abs difference in output probabilities
@@ -102,14 +103,6 @@ def manifest_path_for(model_path: str | Path) -> Path:
 def aux_path_for(model_path: str | Path) -> Path:
     """`models/student_fp16.tflite` -> `models/student_fp16.aux.npz` (scope arrays + CAM head)."""
     return Path(model_path).with_suffix(".aux.npz")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def selftest_input(pattern: str, size: int) -> np.ndarray:

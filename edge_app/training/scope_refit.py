@@ -20,19 +20,18 @@ of `--train-sample`.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..labels_csv import read_labels_csv
+
 
 def read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_labels_csv(path)[0]
 
 
 def training_rows(data: Path, splits: Path) -> list[dict[str, str]]:
@@ -54,8 +53,9 @@ def training_rows(data: Path, splits: Path) -> list[dict[str, str]]:
 def refit(model_path: Path, data: Path, splits: Path, train_sample: int = 2000, seed: int = 0,
           log=print, command: str = "") -> dict:
     """Refit and write the sidecar + manifest of `model_path`; returns the new `scope` block."""
+    from ..fileio import sha256_file, write_atomic
     from ..images import read_image
-    from ..manifest import Manifest, aux_path_for, manifest_path_for, selftest_input, sha256_file
+    from ..manifest import Manifest, aux_path_for, manifest_path_for, selftest_input
     from ..runtime import Classifier, ModelError
     from ..sidecar import Sidecar
     from . import scope_fit
@@ -92,28 +92,19 @@ def refit(model_path: Path, data: Path, splits: Path, train_sample: int = 2000, 
         _, features = clf.predict_outputs(selftest_input(case["pattern"], manifest.input_size))
         cases.append({**case, "scope_score": round(float(check.score(features)[0]), 5)})
     try:
-        _write_atomic(aux_path, aux_bytes)
+        write_atomic(aux_path, aux_bytes)
         manifest.aux = {**manifest.aux, "sha256": sha256_file(aux_path), "size_bytes": aux_path.stat().st_size}
         manifest.scope = block
         manifest.selftest = {**manifest.selftest, "cases": cases}
-        _write_atomic(manifest_path, (json.dumps(manifest.to_dict(), indent=2) + "\n").encode())
+        write_atomic(manifest_path, (json.dumps(manifest.to_dict(), indent=2) + "\n").encode())
         Classifier(model_path)  # as the app loads it: sha256s, self-test, scope self-test
     except BaseException:
         for path, content in old.items():
-            _write_atomic(path, content)
+            write_atomic(path, content)
         raise
     if replace_scope_section(model_path.parent / "MODEL_CARD.md", block):
         log(f"updated the scope-check section of {model_path.parent / 'MODEL_CARD.md'}")
     return block
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:
