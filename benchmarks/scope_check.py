@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         flagged["close_up_without_dermatoscope/lesion_50-70pct"].append(
             not in_scope(ood_images.lesion_on_skin(i, lesion, float(rng.uniform(0.5, 0.7)))))
     if args.shifts:
-        from edge_app.training.pipeline import SHIFTS
+        from edge_app.training.shifts import SHIFTS
 
         for shift, fn in SHIFTS.items():
             flagged[f"dermoscopy/test_shifted/{shift}"] = [not in_scope(fn(f)) for f in test_frames]

@@ -47,7 +47,7 @@ def make_shifted_set(test_csv: Path, root: Path, shift: str, out: Path) -> list[
 
     from edge_app.images import read_image
     from edge_app.labels_csv import read_labels_csv
-    from edge_app.training.pipeline import SHIFTS
+    from edge_app.training.shifts import SHIFTS
 
     rows, _ = read_labels_csv(test_csv)
     (out / "images").mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ def augment_image(x: np.ndarray, rng: np.random.Generator, p: AugmentParams) -> 
 
 
 class Batches(keras.utils.PyDataset):
-    """(x, y[, sample_weight]) batches from in-memory tensors.
+    """(x, y[, sample_weight]) batches from in-memory float tensors (N, S, S, 3).
 
     `y` may be a (N, k) float target (one-hot, optionally with teacher logits
     appended for distillation). `augment=True` only for the training split;
@@ -62,32 +62,31 @@ class Batches(keras.utils.PyDataset):
                  sample_weight=None, params: AugmentParams | None = None, seed: int = 0, **kw):
         super().__init__(**kw)
         self.x, self.y, self.sw = x, y, sample_weight
-        self.passes = x.shape[0] if x.ndim == 5 else 0  # (P, N, S, S, 3): one device-augmented pass per epoch
         self.batch_size, self.augment, self.shuffle = batch_size, augment, shuffle
         self.params = params or AugmentParams()
-        self.seed, self.epoch = seed, 0
-        self.order = np.arange(self._n)
+        self.seed, self.epoch_index = seed, 0
+        self.order = np.arange(len(x))
         self.on_epoch_end()
 
     def __len__(self) -> int:
-        return int(np.ceil(self._n / self.batch_size))
-
-    @property
-    def _n(self) -> int:
-        return self.x.shape[1] if self.passes else len(self.x)
+        return int(np.ceil(len(self.x) / self.batch_size))
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
-            self.order = np.random.default_rng(self.seed + self.epoch).permutation(self._n)
-        self.epoch += 1
+            self.order = np.random.default_rng(self.seed + self.epoch_index).permutation(len(self.x))
+        self.epoch_index += 1
+
+    def epoch(self, _e: int = 0):
+        """One pass over the batches, then the next epoch's order."""
+        for i in range(len(self)):
+            yield self[i]
+        self.on_epoch_end()
 
     def __getitem__(self, i):
         idx = self.order[i * self.batch_size : (i + 1) * self.batch_size]
-        xb = self.x[(self.epoch - 1) % self.passes][np.sort(idx)] if self.passes else self.x[idx]
-        if self.passes:
-            idx = np.sort(idx)
+        xb = self.x[idx]
         if self.augment:
-            rng = np.random.default_rng([self.seed, self.epoch, i])
+            rng = np.random.default_rng([self.seed, self.epoch_index, i])
             xb = np.stack([augment_image(v, rng, self.params) for v in xb])
         out = (np.asarray(xb, np.float32), np.asarray(self.y[idx], np.float32))
         if self.sw is not None:

@@ -4,7 +4,10 @@
 
 runs every step in order into a new run folder `runs/<timestamp>/` and ships
 `models/student_fp16.tflite` + `.json` + `MODEL_CARD.md`. Each step can also be
-run alone against an existing run folder (`--run-dir`).
+run alone against an existing run folder (`--run-dir`); `loso` (leave-one-source-out)
+and `input-size` are studies run against a finished run folder:
+
+    edge-train loso --preset v4 --data ../shared/data --run-dir runs/<timestamp>
 
     edge-train sign --key KEY.pem --out BUNDLE.zip models/student_fp16.tflite
 
@@ -24,18 +27,17 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from .config import STEPS
-
-EXTRA_STEPS = ("input-size",)  # studies run against an existing run folder
+from .config import EXTRA_STEPS, STEPS
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="edge-train", description="Train, distill, export and evaluate the DermaEdge student.")
     ap.add_argument("step", choices=("all",) + STEPS + EXTRA_STEPS, help="one step, or all of them in order ("
-                    + ", ".join(EXTRA_STEPS) + ": not part of all)")
-    ap.add_argument("--preset", default="cpu", help="cpu | paper | paper-small | tiny")
+                    + ", ".join(EXTRA_STEPS) + ": not part of all, run against a finished run folder)")
+    ap.add_argument("--preset", default="cpu", help="cpu | v4 | kd | paper | paper-small | tiny")
     ap.add_argument("--data", default="../shared/data", help="folder holding the datasets named by the preset's `datasets` "
                     "(each <name>/labels.csv: file,label[,lesion_id,dx,dx_type,...])")
     ap.add_argument("--weights-dir", default="../shared/weights", help="ImageNet EfficientNet-Lite .npz files")
@@ -46,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--cross-data", action="append", default=None, metavar="DIR",
                     help="another labelled dataset (not trained on) to evaluate the shipped model on, at the shipped threshold "
                          "(repeatable; default: none)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset field, e.g. "
+                    "datasets=ham10000,isic2017 or exclude_datasets=isic2020 (the sources trained on), precision=mixed_bfloat16")
     return ap
 
 
@@ -62,20 +65,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from . import pipeline
     from .config import get_preset
+    from .run_state import Run, command_line
 
     cfg = get_preset(args.preset).override(args.set)
     data = Path(args.data)
     if (data / "labels.csv").is_file():  # --data names one dataset folder rather than the folder of datasets
-        from dataclasses import replace
-
         cfg, data = replace(cfg, datasets=(data.resolve().name,)), data.resolve().parent
+    _ = cfg.sources  # refuses, before any work, an exclusion that leaves nothing or names no dataset of the run
     run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
-    run = pipeline.Run(cfg=cfg, data=data, run_dir=run_dir,
-                       weights_dir=Path(args.weights_dir) if args.weights_dir else None,
-                       paper_weights=Path(args.weights) if args.weights else None,
-                       cache_dir=Path(args.cache_dir), models_dir=Path(args.models_dir), command=pipeline.command_line(argv),
-                       cross_data=_cross_data(args))
+    run = Run(cfg=cfg, data=data, run_dir=run_dir,
+              weights_dir=Path(args.weights_dir) if args.weights_dir else None,
+              paper_weights=Path(args.weights) if args.weights else None,
+              cache_dir=Path(args.cache_dir), models_dir=Path(args.models_dir), command=command_line(argv),
+              cross_data=_cross_data(args))
     run.reproduce = " ".join(["edge-train all", "--preset", cfg.preset, "--data", args.data, "--weights-dir", args.weights_dir]
                              + (["--weights", args.weights] if args.weights else []) + [f"--set {s}" for s in args.set])
     config_name = "config.json" if args.step == "all" else f"config.{args.step}.{cfg.preset}.json"
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     run.record("reproduce", run.reproduce)
     steps = STEPS if args.step == "all" else (args.step,)
     for step in steps:
-        STEP_FUNCS[step](run)
+        pipeline.STEP_FUNCTIONS[step](run)
     return 0
 
 
@@ -95,30 +98,6 @@ def _cross_data(args: argparse.Namespace) -> list[Path]:
         if not (d / "labels.csv").is_file():
             raise SystemExit(f"--cross-data {d}: no labels.csv there (columns file,label[,lesion_id])")
     return dirs
-
-
-def _steps():
-    from . import pipeline as p
-
-    return {
-        "split": p.step_split,
-        "tensors": p.step_tensors,
-        "teacher": lambda run: p.step_teacher(run),
-        "teacher-compare": lambda run: p.step_teacher_compare(run),
-        "student-ce": lambda run: p.step_student(run, kd=False),
-        "student-kd": lambda run: p.step_student(run, kd=True),
-        "ablation": p.step_ablation,
-        "export": lambda run: p.step_export(run),
-        "evaluate": lambda run: p.step_evaluate(run),
-        "card": lambda run: p.step_card(run),
-        "input-size": _input_size,
-    }
-
-
-def _input_size(run) -> None:
-    from .input_size import step_input_size
-
-    step_input_size(run)
 
 
 def sign(argv: list[str]) -> int:
@@ -141,14 +120,6 @@ def sign(argv: list[str]) -> int:
           f"sha256 {made['sha256'][:12]}..., signed with key {made['key']}")
     return 0
 
-
-class _Lazy(dict):
-    def __missing__(self, key):
-        self.update(_steps())
-        return dict.__getitem__(self, key)
-
-
-STEP_FUNCS = _Lazy()
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -6,16 +6,25 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 # `edge-train all` runs these in order (here, below the command and the card that both name them)
-STEPS = ("split", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "ablation", "export", "evaluate", "card")
+STEPS = ("split", "shortcuts", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "ablation", "export", "evaluate",
+         "card")
+# run against an existing run folder, not part of `all`
+EXTRA_STEPS = ("input-size", "loso")
+# the dermoscopy sources staged under ../shared/data (pad_ufes20 is phone photos: the scope check's, never in-scope training data)
+DERMOSCOPY_SOURCES = ("ham10000", "isic_archive", "isic2017", "isic2020")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     preset: str = "cpu"
+    model_version: str = "v3"  # the manifest's version prefix (`<model_version>-<preset>-<date>`)
     # data: one or more staged datasets under --data-root, each split on its own (grouped by lesion)
     datasets: tuple[str, ...] = ("ham10000", "isic_archive")
+    exclude_datasets: tuple[str, ...] = ()  # left out of this run (e.g. `--set exclude_datasets=isic2020`)
     dataset_share: tuple[str, ...] = ("isic_archive:0.25",)  # share of the loss weight per dataset (rest: even)
     follow_up_share: float = 0.3  # HAM10000 follow-up nevi: this share of HAM's benign weight, whatever their count
+    max_sample_weight: float = 0.0  # cap on one image's loss weight (mean 1; 0 = none): a source's few melanomas do not dominate
     augment_passes: int = 6  # device-augmented copies of the training split (before the pipeline); epochs cycle through them
     size: int = 128  # student input = preprocessor size
     split_seed: int = 0
@@ -42,6 +51,11 @@ class TrainConfig:
     epochs: int = 24
     batch_size: int = 128
     lr: float = 2e-3
+    # cheap levers, each off by default (issue 22 item 4: measure one at a time with `loso` on the same schedule)
+    mixup_alpha: float = 0.0  # > 0: mixup of batch neighbours, lam ~ Beta(a, a)
+    ema_momentum: float = 0.0  # > 0: validate and keep the exponential moving average of the weights (e.g. 0.99)
+    tta_flips: bool = False  # the exported model averages the image and its mirror image inside the TFLite graph (2x inference)
+    precision: str = "auto"  # student training: "auto" = mixed_bfloat16 on a GPU, float32 on a CPU; or one of PRECISIONS
     # distillation (alpha=1 would be plain CE). With kd_grid set, each (alpha, T) pair is trained for
     # kd_grid_epochs (0: the full schedule), the best on validation AUC is kept and, if the grid was
     # shortened, trained again for `epochs`. Without a grid, kd_alpha / kd_temperature are used.
@@ -57,6 +71,9 @@ class TrainConfig:
     ablation_stages: tuple[str, ...] = ("crop", "dehair", "denoise", "contrast", "normalize")
     ablation_epochs: int = 6
     ablation_passes: int = 2
+    # leave-one-source-out (`edge-train loso`): the student fitted without each source, scored on that source
+    loso_sources: tuple[str, ...] = ()  # () = every source of the run
+    loso_epochs: int = 0  # 0 = `epochs`
     # threshold: sensitivity >= min_sensitivity on each validation dataset separately; Platt calibration on validation
     min_sensitivity: float = 0.90
     calibration: str = "platt"  # "platt" | "none"
@@ -65,6 +82,30 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The datasets this run trains on: `datasets` less `exclude_datasets`."""
+        unknown = sorted(set(self.exclude_datasets) - set(self.datasets))
+        if unknown:
+            raise SystemExit(f"exclude_datasets {unknown} not among datasets {list(self.datasets)}")
+        kept = tuple(d for d in self.datasets if d not in self.exclude_datasets)
+        if not kept:
+            raise SystemExit(f"every dataset excluded ({list(self.datasets)}): nothing to train on")
+        return kept
+
+    def share_of_sources(self) -> dict[str, float]:
+        """`dataset_share` as {dataset: share of the total loss weight}."""
+        out = {}
+        for item in self.dataset_share:
+            name, _, value = item.partition(":")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                raise SystemExit(f"dataset_share {item!r}: expected NAME:SHARE, e.g. isic2020:0.1") from None
+        if sum(out.values()) > 1.0 + 1e-9:
+            raise SystemExit(f"dataset_share {list(self.dataset_share)}: shares add up to more than 1")
+        return out
 
     def override(self, pairs: list[str]) -> TrainConfig:
         types = {f.name: f.type for f in fields(self)}
@@ -89,6 +130,8 @@ class TrainConfig:
             else:
                 val = raw
             changes[key] = val
+        if changes.get("precision", self.precision) not in PRECISIONS:
+            raise SystemExit(f"--set precision={changes['precision']}: choose from {', '.join(PRECISIONS)}")
         return replace(self, **changes)
 
 
@@ -96,6 +139,11 @@ PRESETS: dict[str, TrainConfig] = {
     # Model v3: HAM10000 + ISIC archive, device augmentation before the pipeline, whole trunk trained, 7-class aux head,
     # per-source threshold, Platt calibration. No teacher: the fused Lite teacher scored below the student (v2 card).
     "cpu": TrainConfig(compare_teacher="", teacher_backbones=()),
+    # Model v4 (issue 22): every dermoscopy source, each split on its own by its group column, weighted per source (isic2020,
+    # 98.6% benign, a small share and a cap per image so its few melanomas do not dominate); batch and LR for a GPU.
+    "v4": TrainConfig(preset="v4", model_version="v4", compare_teacher="", teacher_backbones=(), datasets=DERMOSCOPY_SOURCES,
+                      dataset_share=("isic_archive:0.2", "isic2017:0.2", "isic2020:0.1"), max_sample_weight=8.0,
+                      batch_size=256, lr=3e-3),
     # v2's recipe: fused fine-tuned Lite teacher + paper-small comparison, distillation grid
     "kd": TrainConfig(preset="kd"),
     # The paper's families. No ImageNet weights reachable here: random init unless --weights DIR.
@@ -109,7 +157,7 @@ PRESETS: dict[str, TrainConfig] = {
                         ablation_passes=1, split_fractions=(0.5, 0.25, 0.25), teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
                         teacher_epochs=1, student_blocks=3, student_head=16, student_freeze=1, epochs=1, batch_size=16,
                         kd_grid=((0.7, 2.0), (0.3, 4.0)), kd_grid_epochs=1, n_boot=20,
-                        size_study=(24, 32), size_study_epochs=1, size_study_images=4),
+                        size_study=(24, 32), size_study_epochs=1, size_study_images=4, loso_epochs=1),
 }
 
 

@@ -10,15 +10,21 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import multiprocessing as mp
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+from tqdm import tqdm
 
 from ..images import read_image
 from ..labels_csv import CLASSES as LABELS
 from ..labels_csv import read_labels_csv
 from ..preprocess import Preprocessor
+from .device_augment import augment_raw
 
 SPLITS = ("train", "val", "test")
 # the 7 HAM10000 diagnoses (auxiliary head); other datasets' names mapped onto them, "" = unknown
@@ -84,6 +90,10 @@ def load_sources(root: str | Path, datasets: tuple[str, ...]) -> Table:
     """Several staged datasets (`root/<name>/labels.csv`) as one table: file paths relative to `root`,
     a `dataset` column, lesion ids prefixed per dataset, diagnoses mapped onto DX_CLASSES."""
     root = Path(root)
+    missing = [name for name in datasets if not (root / name / "labels.csv").is_file()]
+    if missing:
+        staged = sorted(d.name for d in root.iterdir() if (d / "labels.csv").is_file()) if root.is_dir() else []
+        raise SystemExit(f"dataset(s) {missing} not staged under {root} (no <name>/labels.csv); staged there: {staged or 'none'}")
     rows: list[dict[str, str]] = []
     for name in datasets:
         t = load_table(root / name / "labels.csv")
@@ -104,12 +114,14 @@ def split_sources(table: Table, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> 
     return {s: Table(rows, table.columns) for s, rows in parts.items()}
 
 
-def source_weights(table: Table, dataset_share: dict[str, float], follow_up_share: float) -> np.ndarray:
+def source_weights(table: Table, dataset_share: dict[str, float], follow_up_share: float, max_weight: float = 0.0) -> np.ndarray:
     """Per-sample loss weights (mean 1) that stop the source and the follow-up shortcut from paying.
 
     Each dataset gets `dataset_share` of the total weight (the rest split evenly), half to each
     class within it; HAM10000's follow-up nevi get `follow_up_share` of their dataset's benign
-    weight, whatever their count.
+    weight, whatever their count. `max_weight` > 0 caps one image's weight (then mean 1 again):
+    a source with a few dozen melanomas (isic2020) would otherwise give each of them the weight
+    of a hundred images.
     """
     ds, y, fu = table.datasets, table.y, table.follow_up
     names = list(dict.fromkeys(ds.tolist()))
@@ -129,7 +141,27 @@ def source_weights(table: Table, dataset_share: dict[str, float], follow_up_shar
                     w[sub] = cls * frac / sub.sum()
             else:
                 w[m] = cls / m.sum()
-    return (w * len(w) / w.sum()).astype(np.float32)
+    w = w * len(w) / w.sum()
+    for _ in range(20 if max_weight > 0 else 0):  # capping lowers the mean: renormalise, cap again, until it holds
+        if w.max() <= max_weight * (1 + 1e-6):
+            break
+        w = np.minimum(w, max_weight)
+        w = w * len(w) / w.sum()
+    return w.astype(np.float32)
+
+
+def weight_summary(table: Table, w: np.ndarray) -> dict[str, dict[str, float]]:
+    """Share of the total loss weight per dataset and class, and the largest weight of one image there."""
+    ds, y = table.datasets, table.y
+    out: dict[str, dict[str, float]] = {}
+    for name in dict.fromkeys(ds.tolist()):
+        row = {}
+        for c, label in enumerate(LABELS):
+            m = (ds == name) & (y == c)
+            row[f"{label}_share"] = round(float(w[m].sum() / w.sum()), 4)
+            row[f"{label}_max_weight"] = round(float(w[m].max()), 3) if m.any() else 0.0
+        out[name] = row
+    return out
 
 
 def write_table(table: Table, path: str | Path) -> None:
@@ -147,8 +179,6 @@ def split_table(table: Table, fractions=(0.70, 0.15, 0.15), seed: int = 0) -> di
     StratifiedGroupKFold with k = round(1 / test fraction) takes one fold as test,
     then the same on the rest for validation.
     """
-    from sklearn.model_selection import StratifiedGroupKFold
-
     y, groups = table.y, np.array(table.groups)
     k_test = max(2, round(1.0 / fractions[2]))
     outer = StratifiedGroupKFold(n_splits=k_test, shuffle=True, random_state=seed)
@@ -184,88 +214,83 @@ def cache_key(preprocessor: Preprocessor, table: Table, root: str | Path, extra:
     return h.hexdigest()[:16]
 
 
-def preprocess_table(
-    table: Table,
-    root: str | Path,
-    preprocessor: Preprocessor,
-    cache_dir: str | Path | None = "cache",
-    transform=None,
-    transform_name: str = "",
-    desc: str = "preprocess",
-) -> np.ndarray:
+def preprocess_table(table: Table, root: str | Path, preprocessor: Preprocessor, cache_dir: str | Path | None = "cache",
+                     desc: str = "preprocess", workers: int | None = None) -> np.ndarray:
     """All images of `table` through the device pipeline -> float32 (N, S, S, 3), cached (float16 on disk).
-
-    `transform(bgr) -> bgr` is applied to the decoded image *before* the pipeline
-    (used for the robustness shifts); its name is part of the cache key.
-    """
-    from tqdm import tqdm
-
+    Parallel over processes for more than a few hundred images (a GPU machine's cores)."""
     root = Path(root)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"x_{cache_key(preprocessor, table, root, transform_name)}.npy"
+        path = Path(cache_dir) / f"x_{cache_key(preprocessor, table, root)}.npy"
         if path.is_file():
             return np.load(path).astype(np.float32)
     size = preprocessor.params.size
-    out = np.empty((len(table), size, size, 3), np.float32)
-    for i, r in enumerate(tqdm(table.rows, desc=desc, unit="img", mininterval=2.0)):
-        bgr = read_image(root / r["file"])
-        if transform is not None:
-            bgr = transform(bgr)
-        out[i] = preprocessor(bgr)
+    out = np.empty((len(table), size, size, 3), np.float16)
+    tasks = [(str(root / r["file"]), -1, i) for i, r in enumerate(table.rows)]
+    for i, x in enumerate(_map_images(tasks, preprocessor, workers, desc)):
+        out[i] = x
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
-        np.save(tmp, out.astype(np.float16))
+        np.save(tmp, out)
         tmp.rename(path)
-    return out
+    return out.astype(np.float32)
 
 
-def _augment_one(task: tuple[str, int, int]) -> np.ndarray:
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """Model-range tensors -> uint8 u with x = (u - 127) / 128 (`preprocess.normalize`'s scale; error <= 1/256)."""
+    return np.clip(np.rint(np.asarray(x, np.float32) * 128.0 + 127.0), 0, 255).astype(np.uint8)
+
+
+def _one_image(task: tuple[str, int, int]) -> np.ndarray:
+    """(path, seed, index) -> the image through the pipeline: seed < 0 as it is (float16), else device-augmented
+    with the generator [seed, index] (uint8, `to_uint8`)."""
     path, seed, index = task
-    from .device_augment import augment_raw
+    if seed < 0:
+        return _WORKER_PRE(read_image(path)).astype(np.float16)
+    return to_uint8(_WORKER_PRE(augment_raw(read_image(path), np.random.default_rng([seed, index]))))
 
-    rng = np.random.default_rng([seed, index])
-    return _WORKER_PRE(augment_raw(read_image(path), rng)).astype(np.float16)
+
+def _map_images(tasks: list[tuple[str, int, int]], preprocessor: Preprocessor, workers: int | None, desc: str):
+    """`_one_image` over the tasks, in order: in this process for a few images, else over a process pool."""
+    workers = workers or max(1, (os.cpu_count() or 1))
+    if len(tasks) < 200 or workers == 1:
+        _init_worker(preprocessor.describe(), threads=-1)
+        yield from map(_one_image, tqdm(tasks, desc=desc, unit="img", mininterval=5.0))
+        return
+    # spawn, not fork: the training process holds framework threads by now, and a forked child can deadlock on their locks
+    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(preprocessor.describe(),)) as pool:
+        yield from tqdm(pool.imap(_one_image, tasks, chunksize=32), total=len(tasks), desc=desc, unit="img", mininterval=5.0)
 
 
 _WORKER_PRE: Preprocessor | None = None
 
 
-def _init_worker(description: dict) -> None:
+def _init_worker(description: dict, threads: int = 1) -> None:
     global _WORKER_PRE
-    import cv2
-
-    cv2.setNumThreads(1)
+    if threads > 0:  # a pool's worker: one thread each
+        cv2.setNumThreads(threads)
     _WORKER_PRE = Preprocessor.from_description(description)
 
 
 def augmented_passes(table: Table, root: str | Path, preprocessor: Preprocessor, passes: int, seed: int = 0,
                      workers: int | None = None, cache_dir: str | Path | None = "cache", desc: str = "augment") -> np.ndarray:
-    """`passes` device-augmented copies of every image through the device pipeline -> float16 (P, N, S, S, 3).
+    """`passes` device-augmented copies of every image through the device pipeline -> uint8 (P, N, S, S, 3) (`to_uint8`).
 
     Each pass draws new device shifts (`device_augment.augment_raw`) before the six stages; epochs
     cycle through the passes. Parallel over processes (the pipeline is per image); cached like tensors.
     """
-    import multiprocessing as mp
-    import os
-
-    from tqdm import tqdm
-
     root = Path(root)
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / f"aug_{cache_key(preprocessor, table, root, f'passes={passes},seed={seed},v1')}.npy"
+        path = Path(cache_dir) / f"aug_{cache_key(preprocessor, table, root, f'passes={passes},seed={seed},u8')}.npy"
         if path.is_file():
             return np.load(path, mmap_mode="r")
     size = preprocessor.params.size
-    out = np.empty((passes, len(table), size, size, 3), np.float16)
+    out = np.empty((passes, len(table), size, size, 3), np.uint8)
     tasks = [(str(root / r["file"]), seed * 1000 + k, i) for k in range(passes) for i, r in enumerate(table.rows)]
-    workers = workers or max(1, (os.cpu_count() or 1))
-    # spawn, not fork: the training process holds framework threads by now, and a forked child can deadlock on their locks
-    with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(preprocessor.describe(),)) as pool:
-        for j, x in enumerate(tqdm(pool.imap(_augment_one, tasks, chunksize=32), total=len(tasks), desc=desc, unit="img", mininterval=5.0)):
-            out[j // len(table), j % len(table)] = x
+    for j, x in enumerate(_map_images(tasks, preprocessor, workers, desc)):
+        out[j // len(table), j % len(table)] = x
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")

@@ -4,7 +4,8 @@ image *before* the device pipeline (so the model learns through the same six sta
 Only the training split is augmented; splits are made first. Each op mimics one way a
 device differs: scale (0.5x-3x, random resampling filter), aspect squash, blur or
 sharpening, JPEG quality 40-95 decoded like an upload, white balance and gamma,
-vignette (soft or a black dermatoscope ring), tighter or looser framing.
+vignette (soft or a black dermatoscope ring), tighter or looser framing. The ops themselves
+are `shifts` (shared with the evaluation's robustness table).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..images import decode_image, encode_jpeg
+from . import shifts
 
 FILTERS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_LANCZOS4)
 
@@ -34,48 +35,34 @@ class DeviceAugmentParams:
 
 
 def augment_raw(image: np.ndarray, rng: np.random.Generator, p: DeviceAugmentParams = DeviceAugmentParams()) -> np.ndarray:
-    """One BGR uint8 image -> a copy as another device might have taken it."""
+    """One BGR uint8 image -> a copy as another device might have taken it (the ops of `shifts`, drawn at random)."""
     im = image
-    h, w = im.shape[:2]
-    # framing
     f = float(rng.uniform(*p.framing))
     if f < 1.0:
+        h, w = im.shape[:2]
         ch, cw = max(8, round(h * f)), max(8, round(w * f))
-        y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        im = im[y0 : y0 + ch, x0 : x0 + cw]
+        im = shifts.crop(im, f, int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1)))
     elif f > 1.0:
-        py, px = round(h * (f - 1) / 2), round(w * (f - 1) / 2)
-        im = cv2.copyMakeBorder(im, py, py, px, px, cv2.BORDER_REFLECT_101)
-    # scale + squash, with a random resampling filter
+        im = shifts.pad(im, (f - 1) / 2)
     s = float(np.exp(rng.uniform(np.log(p.scale[0]), np.log(p.scale[1]))))
     q = 1.0 + float(rng.uniform(-p.squash, p.squash))
     sx, sy = (s * q, s) if rng.random() < 0.5 else (s, s * q)
-    h, w = im.shape[:2]
-    nw, nh = max(16, round(w * sx)), max(16, round(h * sy))
-    nw, nh = min(nw, 2400), min(nh, 2400)
-    im = cv2.resize(im, (nw, nh), interpolation=FILTERS[int(rng.integers(len(FILTERS)))])
-    # optics: blur or sharpening
+    im = shifts.resize(im, sx, sy, FILTERS[int(rng.integers(len(FILTERS)))])
     r = rng.random()
     if r < p.p_blur:
-        im = cv2.GaussianBlur(im, (0, 0), float(rng.uniform(0.5, 2.0)) * max(1.0, min(nw, nh) / 300))
+        im = shifts.blur(im, float(rng.uniform(0.5, 2.0)) * max(1.0, min(im.shape[:2]) / 300))
     elif r < p.p_blur + p.p_sharpen:
-        blurred = cv2.GaussianBlur(im, (0, 0), float(rng.uniform(1.0, 2.5)))
-        a = float(rng.uniform(0.3, 1.2))
-        im = cv2.addWeighted(im, 1 + a, blurred, -a, 0)
-    # colour: white balance + gamma
-    img = im.astype(np.float32) / 255.0
-    img *= (1.0 + rng.uniform(-p.wb_gain, p.wb_gain, 3)).astype(np.float32)
-    img = np.power(np.clip(img, 0, 1), float(rng.uniform(*p.gamma)))
-    # vignette: a soft radial fall-off, or the black ring of a contact dermatoscope
-    if rng.random() < p.p_vignette:
-        hh, ww = img.shape[:2]
-        yy, xx = np.ogrid[:hh, :ww]
-        d = np.sqrt(((yy - hh / 2) / (hh / 2)) ** 2 + ((xx - ww / 2) / (ww / 2)) ** 2)
+        sigma = float(rng.uniform(1.0, 2.5))
+        im = shifts.sharpen(im, float(rng.uniform(0.3, 1.2)), sigma)
+    gains = tuple(float(g) for g in 1.0 + rng.uniform(-p.wb_gain, p.wb_gain, 3))
+    gamma = float(rng.uniform(*p.gamma))
+    fall = None
+    if rng.random() < p.p_vignette:  # a soft radial fall-off, or the black ring of a contact dermatoscope
         if rng.random() < 0.5:
-            img *= np.clip(1.0 - float(rng.uniform(0.2, 0.6)) * d**2, 0, 1)[..., None]
+            fall = shifts.vignette_fall(im.shape, float(rng.uniform(0.2, 0.6)))
         else:
-            img[d > float(rng.uniform(0.95, 1.3))] = 0.0
-    im = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            fall = shifts.ring_fall(im.shape, float(rng.uniform(0.95, 1.3)))
+    im = shifts.colour(im, gains, gamma, fall)
     if rng.random() < p.p_jpeg:
-        im = decode_image(encode_jpeg(im, int(rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1))))
+        im = shifts.jpeg(im, int(rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1)))
     return im

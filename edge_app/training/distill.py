@@ -11,9 +11,15 @@ sample's loss is weighted by inverse class frequency (`data.class_weights`).
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 from keras import ops
+from sklearn.metrics import roc_auc_score
+
+from .augment import Batches
+from .tensor_input import ResidentPasses
 
 
 class DistillLoss(keras.losses.Loss):
@@ -55,29 +61,6 @@ def pack_targets(y: np.ndarray, teacher_logits: np.ndarray | None, dx: np.ndarra
     return np.concatenate(parts, axis=1)
 
 
-class ValAUC(keras.callbacks.Callback):
-    """Validation AUC each epoch; keeps the best weights (restored at the end)."""
-
-    def __init__(self, x_val, y_val, log=print):
-        super().__init__()
-        self.x_val, self.y_val, self.log = x_val, y_val, log
-        self.best, self.best_epoch, self.best_weights, self.history = -1.0, -1, None, []
-
-    def on_epoch_end(self, epoch, logs=None):
-        from sklearn.metrics import roc_auc_score
-
-        p = malignant_prob(self.model, self.x_val)
-        auc = float(roc_auc_score(self.y_val, p))
-        self.history.append({"epoch": epoch + 1, "val_auc": auc, **{k: float(v) for k, v in (logs or {}).items()}})
-        self.log(f"  epoch {epoch + 1}: val AUC {auc:.4f}")
-        if auc > self.best:
-            self.best, self.best_epoch, self.best_weights = auc, epoch + 1, self.model.get_weights()
-
-    def on_train_end(self, logs=None):
-        if self.best_weights is not None:
-            self.model.set_weights(self.best_weights)
-
-
 def malignant_from_logits(logits: np.ndarray) -> np.ndarray:
     """P(malignant) from (N, 2) logits: a numerically stable softmax, column 1."""
     z = logits - logits.max(axis=1, keepdims=True)
@@ -91,19 +74,49 @@ def malignant_prob(logit_model, x: np.ndarray, batch_size: int = 128) -> np.ndar
 
 def train_student(model, x_tr, y_tr, x_val, y_val, teacher_logits=None, *, alpha=1.0, temperature=4.0,
                   epochs=10, batch_size=64, lr=2e-3, sample_weight=None, augment_params=None, seed=0, log=print,
-                  dx=None, dx_classes: int = 0, dx_weight: float = 0.0):
-    """Fit with AdamW + cosine decay; returns (model with best-val-AUC weights, history).
+                  dx=None, dx_classes: int = 0, dx_weight: float = 0.0, mixup_alpha: float = 0.0, ema_momentum: float = 0.0):
+    """Fit with AdamW + cosine decay; returns (model with the best-validation-AUC weights, history).
 
-    `x_tr` is (N, S, S, 3) or (P, N, S, S, 3): P device-augmented passes, cycled through by epoch.
+    `x_tr` is either the uint8 device-augmented passes (P, N, S, S, 3), held as backend tensors
+    (`tensor_input.ResidentPasses`: the students), or float32 tensors (N, S, S, 3) batched on the host
+    by `augment.Batches` with `augment_params` (the input-size study, the teacher's fine-tuning).
+    The history records the training throughput (images/s, after the first epoch's tracing).
+    `mixup_alpha` > 0 blends batch neighbours (resident passes only); `ema_momentum` > 0 keeps an exponential moving
+    average of the weights, and validation (hence the best epoch and the returned model) reads the averaged weights.
     """
-    from .augment import Batches
-
     keras.utils.set_random_seed(seed)
-    data = Batches(x_tr, pack_targets(y_tr, teacher_logits, dx, dx_classes), batch_size, augment=True, shuffle=True,
-                   sample_weight=sample_weight, params=augment_params, seed=seed)
-    steps = max(1, len(data) * epochs)
-    sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=steps, alpha=0.02, warmup_target=None)
-    model.compile(optimizer=keras.optimizers.AdamW(sched, weight_decay=1e-4), loss=DistillLoss(alpha, temperature, dx_weight if dx_classes else 0.0))
-    cb = ValAUC(x_val, y_val, log)
-    model.fit(data, epochs=epochs, callbacks=[cb], verbose=1)
-    return model, {"epochs": cb.history, "best_epoch": cb.best_epoch, "best_val_auc": cb.best}
+    targets = pack_targets(y_tr, teacher_logits, dx, dx_classes)
+    if x_tr.ndim == 5:
+        resident = ResidentPasses(x_tr, targets, sample_weight, batch_size, seed, mixup_alpha=mixup_alpha)
+        n_batches, epoch_batches = len(resident), resident.epoch
+    else:
+        host = Batches(x_tr, targets, batch_size, augment=True, shuffle=True, sample_weight=sample_weight, params=augment_params, seed=seed)
+        n_batches, epoch_batches = len(host), host.epoch
+    sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, n_batches * epochs), alpha=0.02)
+    optimizer = keras.optimizers.AdamW(sched, weight_decay=1e-4, use_ema=ema_momentum > 0, ema_momentum=ema_momentum or 0.99)
+    model.compile(optimizer=optimizer, loss=DistillLoss(alpha, temperature, dx_weight if dx_classes else 0.0))
+    n_images = len(y_tr)
+    history, best, best_epoch, best_weights, seconds = [], -1.0, -1, None, []
+    for e in range(epochs):
+        t0 = time.perf_counter()
+        for batch in epoch_batches(e):
+            loss = model.train_on_batch(*batch)
+        seconds.append(time.perf_counter() - t0)
+        live = model.get_weights() if ema_momentum > 0 else None
+        if live is not None:
+            model.optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, for validation
+        auc = float(roc_auc_score(y_val, malignant_prob(model, x_val, batch_size=max(128, batch_size))))
+        history.append({"epoch": e + 1, "val_auc": auc, "loss": float(np.asarray(loss).ravel()[0]), "seconds": round(seconds[-1], 2),
+                        "img_per_s": round(n_images / seconds[-1], 1)})
+        log(f"  epoch {e + 1}: loss {history[-1]['loss']:.4f}, val AUC {auc:.4f}, {history[-1]['img_per_s']:.0f} img/s")
+        if auc > best:
+            best, best_epoch, best_weights = auc, e + 1, model.get_weights()
+        if live is not None:
+            model.set_weights(live)
+    if best_weights is not None:
+        model.set_weights(best_weights)
+    steady = seconds[1:] or seconds
+    return model, {"epochs": history, "best_epoch": best_epoch, "best_val_auc": best,
+                   "train_img_per_s": round(n_images * len(steady) / sum(steady), 1), "train_seconds": round(sum(seconds), 1),
+                   "batch_size": batch_size, "input": "resident uint8 passes" if x_tr.ndim == 5 else "host batches",
+                   "mixup_alpha": mixup_alpha, "ema_momentum": ema_momentum}

@@ -15,18 +15,18 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..device_path import screen_bytes
+from ..metrics import choose_threshold
+from ..preprocess import STAGES
+from ..runtime import Classifier
+from .data import class_weights
+from .distill import train_student
+from .export import export_student, keras_predict
+from .run_state import Run, timed
+from .student import build_student, with_softmax
 
-def step_input_size(run) -> None:
-    from ..device_path import screen_bytes
-    from ..metrics import choose_threshold
-    from ..preprocess import STAGES
-    from ..runtime import Classifier
-    from .data import class_weights
-    from .distill import train_student
-    from .export import export_student, keras_predict
-    from .pipeline import timed
-    from .student import build_student, with_softmax
 
+def step_input_size(run: Run) -> None:
     cfg = run.cfg
     out_dir = run.run_dir / "input_size"
     results: dict[str, dict] = {}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-from keras import layers
+from keras import layers, ops
 
 from .backbones import LITE_FILES, build_efficientnet_lite
 
@@ -51,18 +51,24 @@ def build_student(size: int, n_blocks: int = 7, head_channels: int = 256, dropou
     return keras.Model(trunk.input, logits, name="student")
 
 
-def with_softmax(logit_model: keras.Model, temperature: float = 1.0) -> keras.Model:
+def with_softmax(logit_model: keras.Model, temperature: float = 1.0, flip_tta: bool = False) -> keras.Model:
     """The deployable model: [probabilities, features].
 
     probabilities (N, 2) = softmax(logits / temperature), named "probabilities";
     features (N, h, w, C) = the last feature map (the input of the "student_gap"
     pooling layer), named "features": the device computes the scope score and the
     class activation map from it. The "logits" layer is taken by name, so a model
-    with a second (auxiliary) output exports the same way.
+    with a second (auxiliary) output exports the same way. `flip_tta` averages the
+    logits of the image and of its mirror image inside the graph (test-time
+    augmentation at twice the inference cost; the features stay the image's own).
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     logits = logit_model.get_layer("logits").output
+    if flip_tta:
+        logit_head = keras.Model(logit_model.input, logits, name="student_logits")
+        mirrored = layers.Lambda(lambda x: ops.flip(x, axis=2), name="mirror")(logit_model.input)
+        logits = layers.Average(name="flip_average")([logits, logit_head(mirrored)])
     if temperature != 1.0:
         logits = layers.Rescaling(1.0 / float(temperature), name="temperature")(logits)
     probs = layers.Softmax(name="probabilities")(logits)

@@ -17,10 +17,21 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
 from keras import layers
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
+
+from ..metrics import roc_auc
+from .backbones import lite_feature_extractor, paper_feature_extractor
+from .distill import malignant_from_logits, train_student
 
 
 def feature_extractor(family: str, which: str, size: int, input_size: int, weights_dir=None, paper_weights=None, tiny=False,
@@ -31,8 +42,6 @@ def feature_extractor(family: str, which: str, size: int, input_size: int, weigh
     a Lite backbone keeps its stem and first `freeze_stages` stages frozen; a paper
     backbone is trained whole (from random init unless `paper_weights`).
     """
-    from .backbones import lite_feature_extractor, paper_feature_extractor
-
     base = (lite_feature_extractor(weights_dir, which, size, freeze_stages) if family == "lite"
             else paper_feature_extractor(which, size, paper_weights, tiny=tiny))
     inp = keras.Input((input_size, input_size, 3))
@@ -50,8 +59,6 @@ def finetune_backbone(features, x_tr, y_tr, x_va, y_va, *, epochs: int, lr: floa
     Same loop as the student (AdamW, cosine LR, best epoch by validation AUC).
     Returns (trained classifier, history); `features` shares its weights.
     """
-    from .distill import train_student
-
     keras.utils.set_random_seed(seed)
     logits = layers.Dense(2, name=f"{features.name}_logits")(layers.Dropout(dropout)(features.output))
     clf = keras.Model(features.input, logits, name=f"{features.name}_classifier")
@@ -68,8 +75,6 @@ def cached_features(extractor, x: np.ndarray, key: str, cache_dir: Path | None, 
         path = Path(cache_dir) / f"feat_{h}.npy"
         if path.is_file():
             return np.load(path)
-    from tqdm import tqdm
-
     chunks = []
     for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", mininterval=5.0):
         chunks.append(np.asarray(extractor.predict_on_batch(x[i : i + batch_size]), np.float32))
@@ -87,11 +92,6 @@ def _logit2(d: np.ndarray) -> np.ndarray:
 
 def fit_linear(f_tr, y_tr, f_va, y_va, Cs=(0.003, 0.01, 0.03, 0.1)):
     """Standardise + class-balanced logistic regression, C chosen on validation AUC."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import roc_auc_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     best = None
     for C in Cs:
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
@@ -103,10 +103,6 @@ def fit_linear(f_tr, y_tr, f_va, y_va, Cs=(0.003, 0.01, 0.03, 0.1)):
 
 
 def linear_logits(f_tr, y_tr, f_eval: list[np.ndarray], C: float) -> list[np.ndarray]:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, class_weight="balanced", max_iter=2000))
     clf.fit(f_tr, y_tr)
     return [_logit2(clf.decision_function(f)) for f in f_eval]
@@ -132,11 +128,38 @@ def mlp_logits(f_tr, y_tr, f_eval: list[np.ndarray], epochs: int = 60, seed: int
 
 def out_of_fold(fit_predict, f_tr, y_tr, groups, k: int = 5, seed: int = 0) -> np.ndarray:
     """Training-set logits, each from a head that did not see that image's lesion."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     out = np.zeros((len(y_tr), 2), np.float32)
     for tr, te in StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed).split(f_tr, y_tr, groups):
         out[te] = fit_predict(f_tr[tr], y_tr[tr], [f_tr[te]])[0]
     return out
 
 
+def fuse(feats: dict[str, dict[str, np.ndarray]], y: dict[str, np.ndarray], groups: np.ndarray, *, head_epochs: int, seed: int,
+         log=print) -> dict[str, Any]:
+    """Per-backbone linear heads, then the two fusions (logit average; concatenated features + MLP), the better on validation.
+
+    Training-split logits are out-of-fold (5 lesion-grouped folds), so a student distilled from them never sees a
+    teacher that has memorised its own training images. Returns {"heads", "fusion", "teacher", "logits", "avg", "mlp"}.
+    """
+    backbones = list(feats)
+    results: dict[str, dict] = {}
+    logits: dict[str, dict[str, np.ndarray]] = {}
+    for which in backbones:
+        f = feats[which]
+        C = fit_linear(f["train"], y["train"], f["val"], y["val"])
+        fp = lambda a, b, ev, C=C: linear_logits(a, b, ev, C)
+        va, te = fp(f["train"], y["train"], [f["val"], f["test"]])
+        logits[which] = {"val": va, "test": te, "train": out_of_fold(fp, f["train"], y["train"], groups, seed=seed)}
+        results[which] = {"C": C, "val_auc": roc_auc(y["val"], malignant_from_logits(va))}
+        log(f"{which}: val AUC {results[which]['val_auc']:.4f} (C={C})")
+    avg = {s: np.mean([logits[w][s] for w in backbones], axis=0) for s in ("train", "val", "test")}
+    results["logit_avg"] = {"val_auc": roc_auc(y["val"], malignant_from_logits(avg["val"]))}
+    cat = {s: np.concatenate([feats[w][s] for w in backbones], axis=1) for s in ("train", "val", "test")}
+    fp = lambda a, b, ev: mlp_logits(a, b, ev, epochs=head_epochs, seed=seed)
+    va, te = fp(cat["train"], y["train"], [cat["val"], cat["test"]])
+    mlp = {"val": va, "test": te, "train": out_of_fold(fp, cat["train"], y["train"], groups, seed=seed)}
+    results["concat_mlp"] = {"val_auc": roc_auc(y["val"], malignant_from_logits(va))}
+    log(f"fusion: logit_avg val AUC {results['logit_avg']['val_auc']:.4f}, concat_mlp {results['concat_mlp']['val_auc']:.4f}")
+    chosen = "concat_mlp" if results["concat_mlp"]["val_auc"] > results["logit_avg"]["val_auc"] else "logit_avg"
+    return {"heads": results, "fusion": chosen, "teacher": mlp if chosen == "concat_mlp" else avg, "logits": logits,
+            "avg": avg, "mlp": mlp}

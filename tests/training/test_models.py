@@ -38,3 +38,19 @@ def test_distillation_loss_is_cross_entropy_when_alpha_is_one_and_zero_kl_for_ma
     expected_ce = np.mean(-np.log(np.exp(logits[[0, 1], [1, 0]]) / np.exp(logits).sum(1)))
     assert float(ce) == pytest.approx(expected_ce, rel=1e-5)
     assert float(kd_only) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_flip_averaging_in_the_exported_graph_gives_a_mirrored_image_the_same_probability(lite_weights):
+    from edge_app.training.student import build_student, with_softmax
+
+    model = build_student(32, n_blocks=2, head_channels=8, dx_classes=7, arch_dir=lite_weights)
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 32, 32, 3)).astype(np.float32)
+    plain, tta = with_softmax(model), with_softmax(model, flip_tta=True)
+    p, p_mirror = (np.asarray(tta.predict(v, verbose=0)[0]) for v in (x, x[:, :, ::-1]))
+    assert np.allclose(p, p_mirror, atol=1e-5)
+    logits = np.asarray(model.predict(x, verbose=0))[:, :2] / 2 + np.asarray(model.predict(x[:, :, ::-1], verbose=0))[:, :2] / 2
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    assert np.allclose(p, expected, atol=1e-5)
+    assert not np.allclose(np.asarray(plain.predict(x, verbose=0)[0]), np.asarray(plain.predict(x[:, :, ::-1], verbose=0)[0]))
+    # the features (scope check, heatmap) stay those of the image itself
+    assert np.allclose(np.asarray(tta.predict(x, verbose=0)[1]), np.asarray(plain.predict(x, verbose=0)[1]), atol=1e-6)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from edge_app.training.config import get_preset, teacher_of
-from edge_app.training.pipeline import Run, best_teacher
+from edge_app.training.pipeline import best_teacher
+from edge_app.training.run_state import Run
 
 
 def _run(tmp_path: Path) -> Run:
@@ -42,7 +43,7 @@ def test_no_teacher_is_a_clear_error(tmp_path):
 
 
 def _writer(run_dir: str, prefix: str, n: int) -> None:
-    from edge_app.training.pipeline import timed
+    from edge_app.training.run_state import timed
 
     run = Run(cfg=get_preset("cpu"), data=Path(run_dir), run_dir=Path(run_dir))
     for i in range(n):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -76,3 +77,41 @@ def test_a_cross_dataset_folder_without_labels_is_refused_before_any_work(synthe
     with pytest.raises(SystemExit, match="no labels.csv there"):
         main(["split", "--preset", "tiny", "--data", str(synthetic_dataset), "--run-dir", str(tmp_path / "run"),
               "--cross-data", str(tmp_path / "nowhere")])
+
+
+def test_two_sources_train_together_and_leave_one_source_out_scores_each_on_images_it_never_saw(make_dataset, lite_weights,
+                                                                                                   tmp_path):
+    from edge_app.training.cli import main
+
+    data = tmp_path / "data"
+    make_dataset(data / "clinic_a", n_lesions=16, seed=1)
+    make_dataset(data / "clinic_b", n_lesions=16, seed=2)
+    run_dir, models = tmp_path / "run", tmp_path / "models"
+    args = ["--preset", "tiny", "--data", str(data), "--weights-dir", str(lite_weights), "--run-dir", str(run_dir),
+            "--models-dir", str(models), "--cache-dir", str(tmp_path / "cache"), "--set", "datasets=clinic_a,clinic_b",
+            "--set", "teacher_backbones=", "--set", "ablation_stages=", "--set", "dataset_share=clinic_b:0.3",
+            "--set", "max_sample_weight=3", "--set", "mixup_alpha=0.2", "--set", "ema_momentum=0.9"]
+    assert main(["all", *args]) == 0
+    assert main(["loso", *args]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # both sources split on their own; loss weights per source as configured (clinic_b: 30% of the total)
+    assert set(metrics["split"]["per_source"]) == {"clinic_a", "clinic_b"}
+    weights = metrics["split"]["loss_weights"]["clinic_b"]
+    assert weights["benign_share"] + weights["malignant_share"] == pytest.approx(0.3, abs=0.02)
+    assert set(metrics["shortcuts"]["sources"]) == {"clinic_a", "clinic_b"}
+    student = metrics["student_ce"]
+    assert student["train_img_per_s"] > 0 and student["input"] == "resident uint8 passes" and student["precision"] == "float32"
+    # each source scored by a student that never saw it, on its training + validation images only (its test split unseen)
+    splits = {s: list(csv.DictReader((run_dir / "splits" / f"{s}.csv").read_text().splitlines())) for s in ("train", "val", "test")}
+    loso = json.loads((run_dir / "loso.json").read_text())
+    assert loso == metrics["loso"] and set(loso["sources"]) == {"clinic_a", "clinic_b"}
+    for source, r in loso["sources"].items():
+        held = [row for s in ("train", "val") for row in splits[s] if row["dataset"] == source]
+        others = [row for row in splits["train"] if row["dataset"] != source]
+        assert r["n"] == len(held) and r["n_train"] == len(others)
+        assert r["auc"]["ci95"][0] <= r["auc"]["value"] <= r["auc"]["ci95"][1]
+        assert set(r["threshold_per_other_source"]) == {"clinic_a", "clinic_b"} - {source}
+    assert main(["card", *args]) == 0
+    card = (models / "MODEL_CARD.md").read_text()
+    assert "### Leave-one-source-out" in card and "| clinic_a | " in card and "### Shortcut check per source" in card
+    assert "images/s" in card
