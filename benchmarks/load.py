@@ -216,6 +216,9 @@ def main() -> int:
         print(json.dumps(summary, indent=2))
         for p in problems[:20]:
             print("PROBLEM", p, file=sys.stderr)
+        if not created:
+            print("PROBLEM no work done: no request was stored", file=sys.stderr)
+            return 1
         return 0 if not problems else 1
     finally:
         if server.poll() is None:

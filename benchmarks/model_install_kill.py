@@ -84,9 +84,9 @@ def folder_of(bundle: Path) -> str:
 def check(data_dir: Path, model: Path, old: str, new: str) -> tuple[str, list[str]]:
     """('old' | 'new' | 'neither', problems) for the state a kill left."""
     from edge_app.bundle import BundleError, read_model_dir, verify_model_sha256
+    from edge_app.fileio import AUDIT_LOG
     from edge_app.model_store import CURRENT, ModelStore
     from edge_app.runtime import ModelError
-    from edge_app.store import AUDIT_LOG
 
     store = ModelStore(data_dir, model)
     target = store.target(CURRENT)
@@ -204,6 +204,9 @@ def main() -> int:
     for p in problems:
         print(f"PROBLEM: {p}", file=sys.stderr)
     print(json.dumps(summary), flush=True)
+    if killed_at["finished before the kill"] == sum(killed_at.values()):
+        print("PROBLEM no work done: no install was interrupted by a kill", file=sys.stderr)
+        return 1
     return 0 if not problems else 1
 
 

@@ -34,7 +34,6 @@ patient: the manifest's `scope.net_phone_photos_held_out_patients` (`edge-train 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import defaultdict
@@ -45,14 +44,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def main(argv: list[str] | None = None) -> int:
     from edge_app.device_path import screen_image
     from edge_app.images import read_image
+    from edge_app.labels_csv import read_labels_csv
     from edge_app.runtime import Classifier
     from edge_app.training import ood_images
 
@@ -111,10 +106,13 @@ def main(argv: list[str] | None = None) -> int:
             flagged[f"dermoscopy/test_shifted/{shift}"] = [not in_scope(fn(test_frames[i])) for i in pick]
     for extra in args.extra:
         path = Path(extra)
-        for r in read_rows(path):
+        for r in read_labels_csv(path)[0]:
             flagged[f"dermoscopy/{path.parent.name}"].append(
                 not in_scope(read_image(path.parent / r["file"], min_side=clf.decode_min_side)))
     ood = [v for k, vs in flagged.items() if k.startswith("out_of_scope/") for v in vs]
+    if not ood or not flagged.get("dermoscopy/test"):
+        print("error: no work done: no generated out-of-scope image or no test-split image was screened", file=sys.stderr)
+        return 1
     report = {
         "model": Path(args.model).name, "model_sha256": clf.sha256, **how,
         "flagged_share": {k: {"flagged": round(float(np.mean(v)), 4), "n": len(v)} for k, v in flagged.items()},

@@ -46,10 +46,10 @@ def make_shifted_set(test_csv: Path, root: Path, shift: str, out: Path) -> list[
     import cv2
 
     from edge_app.images import read_image
+    from edge_app.labels_csv import read_labels_csv
     from edge_app.training.pipeline import SHIFTS
 
-    with open(test_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows, _ = read_labels_csv(test_csv)
     (out / "images").mkdir(parents=True, exist_ok=True)
     table = []
     for r in rows:
@@ -72,14 +72,14 @@ def split_halves(table: list[list[str]], out: Path, seed: int) -> tuple[Path, Pa
 
 def check_once(a_csv: Path, b_csv: Path, tmp: Path, args: argparse.Namespace) -> dict:
     """Calibrate on half A (`edge-app calibrate`), then the decisions on half B at both thresholds."""
+    from edge_app.labels_csv import read_labels_csv
     from edge_app.metrics import operating_point
 
     cal = _cli(["calibrate", str(a_csv), "--min-sensitivity", str(args.min_sensitivity), "--bootstrap", str(args.bootstrap),
                 "--model", args.model, "--data-dir", str(tmp / "device"), "--json"])
     evaluated = _cli(["evaluate", str(b_csv), "--model", args.model, "--bootstrap", str(args.bootstrap),
                       "--predictions", str(tmp / "b.csv"), "--json"])
-    with open(tmp / "b.csv", newline="") as f:
-        pred = list(csv.DictReader(f))
+    pred, _ = read_labels_csv(tmp / "b.csv")  # evaluate --predictions: file,label,p_malignant,decision
     y = np.array([r["label"] == "malignant" for r in pred], int)
     p = np.array([float(r["p_malignant"]) for r in pred])
     at_site, at_model = operating_point(y, p, cal["threshold"]), operating_point(y, p, cal["model_threshold"])
@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="site-calibration-") as tmp:
         table = make_shifted_set(Path(args.test_csv), Path(args.root), args.shift, Path(tmp))
         runs = {seed: check_once(*split_halves(table, Path(tmp), seed), Path(tmp), args) for seed in seeds}
+    if not runs or not all(r["half_b"]["n"] for r in runs.values()):
+        print("error: no work done: no split or an empty half B (is ../shared/data there?)", file=sys.stderr)
+        return 1
     sens = [r["half_b"]["at_site_threshold"]["sensitivity"] for r in runs.values()]
     report = {
         "shift": args.shift, "min_sensitivity": args.min_sensitivity, "model_sha256": runs[seeds[0]]["model_sha256"],

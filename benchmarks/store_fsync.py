@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_app import store as store_module
 from edge_app.bench import synthetic_jpeg
+from edge_app.store import ScreeningStore
 
 CLASSIFICATION = {"probabilities": {"benign": 0.7, "malignant": 0.3}, "malignant_probability": 0.3, "threshold": 0.4,
                   "decision": "benign", "model_sha256": "0" * 64, "model_version": "bench", "preprocessing_version": "1.0",
@@ -64,10 +64,10 @@ def main() -> int:
         real_fsync(fd)
         order.append(f"{(time.perf_counter() - t0) * 1000.0}")
 
-    store = store_module.ScreeningStore(data_dir)
+    store = ScreeningStore(data_dir)
     store._db = TimedConnection(store._db, samples)
     labels = ["fsync image file", "fsync thumbnail file", "fsync day directory (both renames)", "fsync images/ (a new day's directory)"]
-    store_module.os.fsync = timed_fsync
+    os.fsync = timed_fsync  # fileio.write_atomic / fsync_dir call os.fsync
     try:
         for _ in range(args.saves):
             order.clear()
@@ -78,7 +78,7 @@ def main() -> int:
             for label, ms in zip(labels, order):
                 samples[label].append(float(ms))
     finally:
-        store_module.os.fsync = real_fsync
+        os.fsync = real_fsync
         store.close()
     report = {"saves": args.saves, "image_bytes": len(image), "dir": str(data_dir),
               "ms": {k: {"count": len(v), "p50": round(statistics.median(v), 3), "p90": round(sorted(v)[int(0.9 * (len(v) - 1))], 3),
@@ -88,6 +88,9 @@ def main() -> int:
         import shutil
 
         shutil.rmtree(data_dir, ignore_errors=True)
+    if not samples["append total"]:
+        print("error: no work done: no record was appended (--saves 0?)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -69,12 +69,12 @@ def main() -> int:
     env = {"MALLOC_ARENA_MAX": str(args.arena_max)} if args.arena_max else {}
     log_file = open(work / "serve.log", "w")  # noqa: SIM115 - closed in the finally below
     server = start_server(port, work, model, "none", args.threads, log_file, env)
-    done = 0
+    done = created = 0
     marks: dict[str, dict] = {}
     problems: list[str] = []
 
     def screen(name: str, i: int) -> dict:
-        nonlocal done
+        nonlocal done, created
         data = uploads[name][i % VARIANTS]
         body = multipart({"operator": "soak", "lesion_ref": f"{name}-{i}"}, data)
         t0 = time.perf_counter()
@@ -84,6 +84,7 @@ def main() -> int:
         if status != 201:
             problems.append(f"{name} #{i}: HTTP {status} {raw[:200]!r}")
             return {"client_ms": client_ms}
+        created += 1
         rec = json.loads(raw)
         if rec["image_sha256"] != sha256(data).hexdigest():
             problems.append(f"{name} #{i}: stored sha256 differs from the upload's")
@@ -131,6 +132,9 @@ def main() -> int:
         print(json.dumps(summary, indent=2))
         for p in problems[:20]:
             print("PROBLEM", p, file=sys.stderr)
+        if not created:
+            print("PROBLEM no work done: no upload was stored", file=sys.stderr)
+            return 1
         return 0 if not problems and exit_code == 0 else 1
     finally:
         if server.poll() is None:

@@ -11,6 +11,9 @@
 #
 # Not part of CI (downloads ~100 MB of .debs and wheels, several minutes under qemu).
 # Run as root:  deploy/prove-arm64.sh            (SUITE=trixie for Debian 13 / Python 3.13)
+# It proves a fresh Pi only from a fresh WORK directory: an existing root under WORK is refused
+# (REUSE_ROOT=1 reuses it, for a quicker rerun of the later steps; the output then says so). Run
+# it with a new WORK=... after any change to the packages the Pi gets (ROOT_PACKAGES below).
 #               deploy/prove-arm64.sh --print-mirror   (which Debian mirror it would use; no root needed)
 # Needs: apt-get install qemu-user-static binfmt-support debootstrap
 # The Debian mirror is the one this machine's apt already uses (MIRROR=URL overrides it); the
@@ -25,6 +28,11 @@ SUITE=${SUITE:-bookworm}
 WORK=${WORK:-/var/tmp/edge-app-arm64}
 TARGET=$WORK/root-$SUITE
 MODEL=${MODEL:-$REPO/models/student_fp16.tflite}
+REUSE_ROOT=${REUSE_ROOT:-0}
+# What a Raspberry Pi OS image brings plus install.sh's apt packages (python3-venv, python3-numpy,
+# python3-cryptography). python3-cffi-backend is named because python3-cryptography depends on the
+# virtual python3-cffi-backend-api-min/max, which debootstrap does not resolve.
+ROOT_PACKAGES=python3,python3-venv,python3-numpy,python3-cryptography,python3-cffi-backend,ca-certificates,systemd
 
 step() { printf '\n### %s  [%s]\n' "$*" "$(date -u +%H:%M:%S)"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
@@ -53,7 +61,11 @@ if [ "${1:-}" = --print-mirror ]; then
     printf '%s\n' "$MIRROR"
     exit 0
 fi
-[ $# -eq 0 ] || die "usage: prove-arm64.sh [--print-mirror]   (settings via SUITE, MIRROR, WORK, MODEL, HOST_PYTHON)"
+[ $# -eq 0 ] || die "usage: prove-arm64.sh [--print-mirror]   (settings via SUITE, MIRROR, WORK, MODEL, HOST_PYTHON, REUSE_ROOT)"
+if [ -e "$TARGET" ] && [ "$REUSE_ROOT" != 1 ]; then
+    die "$TARGET exists: a root built before proves nothing about a fresh Pi. Run with a fresh WORK directory
+       (e.g. WORK=/var/tmp/edge-app-arm64-$(date -u +%Y%m%d%H%M%S)), or REUSE_ROOT=1 to reuse it knowingly"
+fi
 [ -n "$MIRROR" ] || die "no Debian mirror found in ${APT_ETC:-/etc/apt}/sources.list{,.d}: set MIRROR=<Debian mirror URL>"
 
 # Any Python >= 3.11 with pip builds the wheel: the project venv if there is one, else the OS python3.
@@ -87,14 +99,17 @@ MODEL_JSON=${MODEL%.tflite}.json
 
 step "arm64 Debian $SUITE root in $TARGET"
 mkdir -p "$WORK"
-if [ -x "$TARGET/usr/bin/python3" ] && [ ! -d "$TARGET/debootstrap" ]; then
-    echo "reusing $TARGET"
+if [ -e "$TARGET" ]; then
+    ROOT_KIND="REUSED root $TARGET (REUSE_ROOT=1): not a proof for a fresh Pi; rerun with a fresh WORK for that"
+    if [ ! -x "$TARGET/usr/bin/python3" ] || [ -d "$TARGET/debootstrap" ]; then
+        die "$TARGET is not a finished root (an interrupted debootstrap?): run with a fresh WORK directory"
+    fi
 else
-    debootstrap --arch=arm64 --variant=minbase --foreign \
-        --include=python3,python3-venv,python3-numpy,python3-cryptography,ca-certificates,systemd \
-        "$SUITE" "$TARGET" "$MIRROR"
+    ROOT_KIND="FRESH root: debootstrap into an empty $TARGET (WORK=$WORK) with $ROOT_PACKAGES"
+    debootstrap --arch=arm64 --variant=minbase --foreign --include="$ROOT_PACKAGES" "$SUITE" "$TARGET" "$MIRROR"
     chroot "$TARGET" /debootstrap/debootstrap --second-stage
 fi
+echo "$ROOT_KIND"
 
 step "wheel from this checkout (tracked + untracked, not ignored)"
 rm -rf "$WORK/src" "$WORK/dist"
@@ -182,3 +197,4 @@ time in_root /opt/edge-app/venv/bin/edge-app classify /tmp/lesion.png \
     --model /opt/edge-app/models/student_fp16.tflite --json
 
 step "arm64 proof finished"
+echo "$ROOT_KIND"

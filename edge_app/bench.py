@@ -9,6 +9,9 @@ same statistics as the app's /api/stats. Every screening goes through
     --source file    image bytes -> scaled decode -> quality gate -> six stages -> runtime
     --source array   a camera frame (BGR array) -> scale -> quality gate -> six stages -> runtime
 
+Each input's result carries the device path's decision (`decisions.decide`, at the model's own
+threshold: the one `edge-app classify` prints and the app stores) and the quality gate's flags.
+
 `--compare` times, in the same run, the naive order (full-resolution decode,
 quality gate, hair removal and the other stages at full resolution, then
 resize) and the same network through Keras `predict` when TensorFlow is
@@ -52,6 +55,7 @@ class Result:
     first_ms: float
     samples: list[dict[str, float]]
     probability: float  # P(malignant), as the app, classify and evaluate report it
+    decision: dict[str, Any]  # the device path's decision (decisions.Decision.to_dict()) and the quality flags
     peak_rss_mb: float
     compare: dict[str, Any] = field(default_factory=dict)
 
@@ -140,8 +144,8 @@ def peak_rss_mb() -> float:
 
 
 def timed_runs(run: Callable[[], DeviceResult], warmup: int, runs: int | None,
-               seconds: float | None) -> tuple[float, list[dict[str, float]], float]:
-    """(first call ms, stage timings of the timed calls, P(malignant)): `runs` calls, or as many as fit in `seconds`."""
+               seconds: float | None) -> tuple[float, list[dict[str, float]], DeviceResult]:
+    """(first call ms, stage timings of the timed calls, the last result): `runs` calls, or as many as fit in `seconds`."""
     t0 = time.perf_counter()
     run()
     first_ms = (time.perf_counter() - t0) * 1000.0
@@ -152,7 +156,7 @@ def timed_runs(run: Callable[[], DeviceResult], warmup: int, runs: int | None,
     while (len(samples) < runs) if deadline is None else (time.perf_counter() < deadline or not samples):
         result = run()
         samples.append(result.timings_ms)
-    return first_ms, samples, result.probability
+    return first_ms, samples, result
 
 
 def with_heatmap(result: DeviceResult) -> DeviceResult:
@@ -313,11 +317,12 @@ def main(argv: list[str] | None = None) -> int:
                     def run(clf=clf, frame=frame):
                         return with_heatmap(screen_image(clf, frame, explain=clf.has_scope))
                 try:
-                    first, samples, probability = timed_runs(run, args.warmup, runs, args.seconds)
+                    first, samples, last = timed_runs(run, args.warmup, runs, args.seconds)
                 except (ImageDecodeError, ValueError) as exc:
                     errors.append(f"{item.name}: {exc}")
                     break
-                results.append(Result(item, source, n, first, samples, probability, peak_rss_mb()))
+                decision = last.decision.to_dict() | {"quality_flags": list(last.quality.flags)}
+                results.append(Result(item, source, n, first, samples, last.probability, decision, peak_rss_mb()))
             del frame
     device_rss = {s: max((r.peak_rss_mb for r in results if r.source == s), default=0.0) for s in sources}
 
@@ -391,7 +396,7 @@ def _report(model_path: Path, clf, threads: list[int], init_ms: dict[int, float]
         "results": [
             {"input": r.input.name, "frame": r.input.frame, "source": r.source, "threads": r.threads, **common,
              "init_ms": round(init_ms[r.threads], 3), "first_inference_ms": round(r.first_ms, 3),
-             "probability": r.probability, "peak_rss_mb": r.peak_rss_mb, "stages": stage_stats(r.samples),
+             "probability": r.probability, **r.decision, "peak_rss_mb": r.peak_rss_mb, "stages": stage_stats(r.samples),
              **explain_share(r.samples), **({"compare": r.compare} if r.compare else {})}
             for r in results
         ],
@@ -409,7 +414,8 @@ def _human(r: dict) -> str:
     for res in r["results"]:
         stages = res["stages"]
         out.append(f"\n{res['input']} ({res['frame']}), source {res['source']}, {res['threads']} threads: "
-                   f"first screening {res['first_inference_ms']:.1f} ms (cold)")
+                   f"first screening {res['first_inference_ms']:.1f} ms (cold); decision {res['decision']}"
+                   + ("" if res["verdict"] else f" (no verdict: {', '.join(res['decision_flags'])})"))
         out.append(f"  {'stage':<12}" + "".join(f"{k:>9}" for k in ("mean", "std", "min", "p50", "p90", "p99", "max"))
                    + f"   (ms, {stages['total']['count']} warm runs)")
         for stage, s in stages.items():

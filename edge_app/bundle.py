@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import json
 import os
 import stat
@@ -44,6 +45,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .fileio import write_atomic
 from .manifest import Manifest, ManifestError, aux_path_for, manifest_path_for, scope_model_path_for
 
 BUNDLE_FORMAT = 1
@@ -254,12 +256,12 @@ def write_bundle(files: ModelFiles, out: str | Path, key_path: str | Path | None
         key_name = Path(key_path).stem
         members[SIGNATURE_NAME] = signature_member(files, load_private_key(key_path), key_name)
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    archive = io.BytesIO()  # a model is a few MB: built in memory, written atomically
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name in (files.tflite_name, files.manifest_name, files.aux_name, files.scope_model_name, CARD_NAME, SIGNATURE_NAME):
             if name in members:
                 zf.writestr(name, members[name])
-    os.replace(tmp, out)
+    write_atomic(out, archive.getvalue())
     return {"bundle": str(out), "model": files.tflite_name, "version": manifest.version, "sha256": manifest.sha256,
             "key": key_name, "bytes": out.stat().st_size}
 

@@ -1,14 +1,19 @@
-"""The decision values a screening record can carry, and which of them are no verdict.
+"""The decision a screening carries, made in one place: `decide()`.
 
-`benign` / `malignant` come from the model at its threshold. A record whose image
-cannot support a verdict gets a no-verdict decision instead: the probability is
-still stored for audit, but no screen, count or export presents it as a result.
-Adding a no-verdict reason is one entry in `NO_VERDICT` and one in `LABELS`.
+`benign` / `malignant` come from the model's probability at the threshold in force.
+A screening whose image cannot support a verdict gets a no-verdict decision instead:
+the probability is still stored for audit, but no screen, count or export presents it
+as a result. The device path (`device_path.screen_*`) calls `decide()` once per image,
+so the app, `edge-app classify|evaluate`, `edge-bench` and the training module's
+device-path evaluation read the same decision for the same file.
+Adding a no-verdict reason is one entry in `NO_VERDICT`, one in `LABELS` and one gate in `decide()`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 BENIGN = "benign"
 MALIGNANT = "malignant"
@@ -33,14 +38,63 @@ NO_VERDICT_REASONS = {
 }
 
 
+@dataclass(frozen=True)
+class Threshold:
+    """The decision threshold in force: the model's own (its manifest) or the site's (`edge-app calibrate --apply`)."""
+
+    value: float
+    source: str = "model"  # "model" | "site"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What one screening decided, and why."""
+
+    value: str  # benign | malignant | inconclusive | out_of_scope
+    reason: str  # one line in words: the probability against the threshold, or why there is no verdict and what to do
+    flags: tuple[str, ...] = ()  # what refused a verdict: the quality gate's flags, or ("out_of_scope",)
+
+    @property
+    def is_verdict(self) -> bool:
+        return is_verdict(self.value)
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.value]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The keys a record, `classify --json` and `edge-bench --json` share."""
+        return {"decision": self.value, "verdict": self.is_verdict, "decision_label": self.label,
+                "decision_reason": self.reason, "decision_flags": list(self.flags)}
+
+
+def decide(probability: float, threshold: float, in_scope: bool | None, quality_flags: Sequence[str]) -> Decision:
+    """The decision for P(malignant) `probability` at `threshold` (malignant when p >= threshold), unless
+    a gate refuses a verdict. `in_scope`: the scope check's answer (None: the model has none);
+    `quality_flags`: the quality gate's flags (empty: passed)."""
+    # Precedence: the first gate that refuses decides (a failed quality gate before the scope check).
+    for refusal in (_quality_refusal(quality_flags), _scope_refusal(in_scope)):
+        if refusal is not None:
+            return refusal
+    if probability >= threshold:
+        return Decision(MALIGNANT, f"P(malignant) {probability:.3f} is at or above the threshold {threshold:.3f}")
+    return Decision(BENIGN, f"P(malignant) {probability:.3f} is below the threshold {threshold:.3f}")
+
+
+def _quality_refusal(flags: Sequence[str]) -> Decision | None:
+    if not flags:
+        return None
+    words = ", ".join(f.replace("_", " ") for f in flags)
+    return Decision(INCONCLUSIVE, f"The image failed the quality check ({words}), so it gives no verdict: retake it.",
+                    tuple(flags))
+
+
+def _scope_refusal(in_scope: bool | None) -> Decision | None:
+    return Decision(OUT_OF_SCOPE, NO_VERDICT_REASONS[OUT_OF_SCOPE], (OUT_OF_SCOPE,)) if in_scope is False else None
+
+
 def is_verdict(decision: str) -> bool:
     return decision not in NO_VERDICT
-
-
-def screening_decision(model_decision: str, quality_flags: Sequence[str]) -> str:
-    """The decision a record stores: the model's (a verdict, or out_of_scope from the scope check),
-    unless the quality gate failed, which comes first."""
-    return INCONCLUSIVE if quality_flags else model_decision
 
 
 def all_decisions() -> tuple[str, ...]:

@@ -1,7 +1,8 @@
 """The one device path: image bytes (or a camera frame) -> screening result.
 
     decode (pixel cap, EXIF, DCT-scaled to what the model needs, one colour conversion)
-      -> quality gate on the scaled image -> six preprocessing stages -> TFLite runtime
+      -> quality gate on the scaled image -> six preprocessing stages -> TFLite runtime (+ scope check)
+      -> decision (`decisions.decide`: probability at the threshold in force, unless a gate refuses)
 
 The app's upload and capture, `edge-app classify|evaluate`, `edge-bench` and the
 training module's device-path evaluation all call these functions, so a number
@@ -16,9 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from .decisions import Decision, Threshold, decide
 from .images import DEFAULT_MAX_PIXELS, ImageDecodeError, decode, read_file, reduce_to
 from .preprocess import Preprocessor, check_bgr_image
 from .quality import QualityReport, assess
@@ -31,9 +34,12 @@ Transform = Callable[[np.ndarray], np.ndarray]
 class DeviceResult:
     """One screening through the device path."""
 
-    classification: Classification  # probabilities, decision, timings (decode, quality, stages, inference, total)
+    classification: Classification  # probabilities, scope, timings (decode, quality, stages, inference, total)
     quality: QualityReport
-    image: np.ndarray  # the scaled BGR image that was analysed (what the quality gate and the stages saw)
+    threshold: Threshold  # the threshold the decision was made at
+    decision: Decision
+    image: np.ndarray | None  # the scaled BGR image that was analysed (what the quality gate and the stages saw);
+    # None in `screen_files`' results, which keep no images
     width: int  # the input's own size (file after EXIF orientation, or camera frame)
     height: int
     format: str  # "JPEG", "PNG", ... for files; "array" for camera frames
@@ -47,12 +53,19 @@ class DeviceResult:
     def timings_ms(self) -> dict[str, float]:
         return self.classification.timings_ms
 
+    def to_dict(self) -> dict[str, Any]:
+        """The classification, the threshold in force, the decision and the quality gate's flags, as
+        `edge-app classify --json` prints them and a record stores them."""
+        return (self.classification.to_dict() | {"threshold": self.threshold.value, "threshold_source": self.threshold.source}
+                | self.decision.to_dict() | {"quality_flags": list(self.quality.flags)})
 
-def screen_image(clf: Classifier, image_bgr: np.ndarray, *, preprocessor: Preprocessor | None = None,
-                 timings: dict[str, float] | None = None, explain: bool = False) -> DeviceResult:
-    """BGR uint8 frame -> result. A frame larger than the model needs is first shrunk
-    (`images.reduce_to`, as a JPEG's scaled decode would). `timings`: steps already
-    spent on this image (e.g. `decode`); they count into `total`."""
+
+def screen_image(clf: Classifier, image_bgr: np.ndarray, *, threshold: Threshold | None = None,
+                 preprocessor: Preprocessor | None = None, timings: dict[str, float] | None = None,
+                 explain: bool = False) -> DeviceResult:
+    """BGR uint8 frame -> result with its decision at `threshold` (default: the model's own). A frame larger
+    than the model needs is first shrunk (`images.reduce_to`, as a JPEG's scaled decode would). `timings`:
+    steps already spent on this image (e.g. `decode`); they count into `total`."""
     start = time.perf_counter()
     check_bgr_image(image_bgr)
     height, width = image_bgr.shape[:2]
@@ -68,11 +81,14 @@ def screen_image(clf: Classifier, image_bgr: np.ndarray, *, preprocessor: Prepro
     elapsed = (time.perf_counter() - start) * 1000.0
     result.timings_ms = {k: round(v, 3) for k, v in (spent | stages).items()}
     result.timings_ms["total"] = round(sum((timings or {}).values()) + elapsed, 3)
-    return DeviceResult(result, quality, image, width, height, "array")
+    threshold = threshold or clf.model_threshold()
+    decision = decide(result.malignant_probability, threshold.value, result.in_scope, quality.flags)
+    return DeviceResult(result, quality, threshold, decision, image, width, height, "array")
 
 
-def screen_bytes(clf: Classifier, data: bytes, *, preprocessor: Preprocessor | None = None,
-                 transform: Transform | None = None, max_pixels: int | None = None, explain: bool = False) -> DeviceResult:
+def screen_bytes(clf: Classifier, data: bytes, *, threshold: Threshold | None = None,
+                 preprocessor: Preprocessor | None = None, transform: Transform | None = None,
+                 max_pixels: int | None = None, explain: bool = False) -> DeviceResult:
     """Image file bytes -> result. `transform` (BGR -> BGR) is applied to the decoded
     image before the quality gate (robustness checks). Raises ImageDecodeError."""
     t0 = time.perf_counter()
@@ -83,33 +99,38 @@ def screen_bytes(clf: Classifier, data: bytes, *, preprocessor: Preprocessor | N
         t1 = time.perf_counter()
         image = transform(image)
         timings["transform"] = (time.perf_counter() - t1) * 1000.0
-    result = screen_image(clf, image, preprocessor=preprocessor, timings=timings, explain=explain)
+    result = screen_image(clf, image, threshold=threshold, preprocessor=preprocessor, timings=timings, explain=explain)
     result.width, result.height, result.format = decoded.width, decoded.height, decoded.format
     return result
 
 
-def screen_file(clf: Classifier, path: str | Path, *, preprocessor: Preprocessor | None = None,
-                transform: Transform | None = None, max_pixels: int | None = None) -> DeviceResult:
+def screen_file(clf: Classifier, path: str | Path, *, threshold: Threshold | None = None,
+                preprocessor: Preprocessor | None = None, transform: Transform | None = None,
+                max_pixels: int | None = None) -> DeviceResult:
     """An image file -> result; an unreadable path raises ImageDecodeError."""
-    return screen_bytes(clf, read_file(path), preprocessor=preprocessor, transform=transform, max_pixels=max_pixels)
+    return screen_bytes(clf, read_file(path), threshold=threshold, preprocessor=preprocessor, transform=transform,
+                        max_pixels=max_pixels)
 
 
-def screen_files(clf: Classifier, root: Path, files: Sequence[str], *, preprocessor: Preprocessor | None = None,
-                 transform: Transform | None = None, desc: str = "") -> tuple[list[Classification], list[int], list[str]]:
-    """Each readable file under `root`: (its Classification: probability, scope, decision; indices of the
-    files read; one "file: reason" line per unreadable file). A progress bar on a terminal. Only the
-    classifications are kept, not the images, so memory stays flat over a whole dataset."""
+def screen_files(clf: Classifier, root: Path, files: Sequence[str], *, threshold: Threshold | None = None,
+                 preprocessor: Preprocessor | None = None, transform: Transform | None = None,
+                 desc: str = "") -> tuple[list[DeviceResult], list[int], list[str]]:
+    """Each readable file under `root`: (its result: probability, scope, quality, decision; indices of the
+    files read; one "file: reason" line per unreadable file). A progress bar on a terminal. The results
+    keep no images, so memory stays flat over a whole dataset."""
     from tqdm import tqdm
 
-    results: list[Classification] = []
+    results: list[DeviceResult] = []
     kept: list[int] = []
     errors: list[str] = []
     for i, file in enumerate(tqdm(files, desc=desc or None, unit="img", disable=None, file=sys.stderr, mininterval=1.0)):
         try:
-            result = screen_file(clf, Path(root) / file, preprocessor=preprocessor, transform=transform)
+            result = screen_file(clf, Path(root) / file, threshold=threshold, preprocessor=preprocessor,
+                                 transform=transform)
         except (ImageDecodeError, ValueError) as exc:
             errors.append(f"{file}: {exc}")
             continue
-        results.append(result.classification)
+        result.image = None
+        results.append(result)
         kept.append(i)
     return results, kept, errors

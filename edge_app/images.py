@@ -18,6 +18,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 50_000_000  # 50 MP: above any phone or dermatoscope camera
+# The formats this device screens (Pillow's names; "JPEG" covers the multi-picture JPEG of phones),
+# the words that list them, and the MIME types an upload field offers.
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
+ACCEPTED_TEXT = "JPEG, PNG, WebP, BMP, TIFF or GIF"
+ACCEPTED_MIME_TYPES = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff", "image/gif",
+                       ".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 EXIF_ORIENTATION = 0x0112
 
 
@@ -48,12 +54,12 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | No
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
             width, height = img.size
             if width * height > max_pixels:
                 raise ImageDecodeError(
-                    f"image is {width}x{height} = {width * height / 1e6:.0f} MP, above the "
-                    f"{max_pixels / 1e6:.0f} MP limit; resize it before uploading"
+                    f"the photo is too large to screen: {width}×{height} pixels = {width * height / 1e6:.0f} MP, above "
+                    f"the {max_pixels / 1e6:.0f} MP limit. Save a smaller copy (any camera's normal size) and use that"
                 )
             fmt = img.format or "unknown"
             if min_side and fmt == "JPEG":
@@ -70,13 +76,17 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int | No
     except ImageDecodeError:
         raise
     except UnidentifiedImageError:
-        raise ImageDecodeError("not a recognised image format (expected JPEG or PNG)") from None
+        raise ImageDecodeError(f"this file is not a photo this device can read (not a recognised image format). "
+                               f"Use a {ACCEPTED_TEXT} file") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageDecodeError("image declares an implausibly large size (decompression bomb); rejected") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageDecodeError(f"image data is corrupt or truncated ({exc})") from None
+        raise ImageDecodeError("this file claims a size far beyond any camera's and was refused as unsafe "
+                               "(decompression bomb). Use the original photo from the camera") from None
+    except (OSError, SyntaxError, ValueError):
+        raise ImageDecodeError("the file is damaged or incomplete (corrupt or truncated), for example a copy that did "
+                               "not finish. Copy the photo from the camera again and use that") from None
     except Exception as exc:  # noqa: BLE001 - Pillow plugins raise many kinds; report, never crash
-        raise ImageDecodeError(f"image could not be decoded ({type(exc).__name__}: {exc})") from None
+        raise ImageDecodeError(f"the photo could not be read ({type(exc).__name__}). "
+                               f"Save it again as {ACCEPTED_TEXT} and use that") from None
     if min_side:
         bgr = reduce_to(bgr, min_side)
     return DecodedImage(bgr, int(width), int(height), fmt)

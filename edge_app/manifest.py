@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .fileio import sha256_file  # noqa: F401  (one implementation, in fileio; runtime and export import it from here)
 
 MANIFEST_FORMAT = 2  # 2: may name a scope network (`scope_model`); format 1 manifests are still read
 READABLE_FORMATS = (1, 2)
@@ -119,14 +120,6 @@ def aux_path_for(model_path: str | Path) -> Path:
 def scope_model_path_for(model_path: str | Path) -> Path:
     """`models/student_fp16.tflite` -> `models/student_fp16.scope.tflite` (the scope network)."""
     return Path(model_path).with_suffix(".scope.tflite")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def selftest_input(pattern: str, size: int) -> np.ndarray:

@@ -7,12 +7,15 @@ module's reports, built on scikit-learn's metrics.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
 
 DEFAULT_MIN_SENSITIVITY = 0.90
+ASSURANCE = 0.80  # robust_threshold: share of bootstrap resamples in which the threshold must reach the target sensitivity
+THRESHOLD_RESAMPLES = 200
 
 
 def roc_auc(y_true: np.ndarray, p_malignant: np.ndarray) -> float:
@@ -55,26 +58,29 @@ def choose_threshold(y_true: np.ndarray, p_malignant: np.ndarray, min_sensitivit
     return float(min(1.0, thresholds[best]))
 
 
+def resamples(n: int, n_boot: int, seed: int = 0, groups: np.ndarray | list | None = None) -> Iterator[np.ndarray]:
+    """`n_boot` bootstrap resamples of `n` cases, as index arrays. With `groups` (e.g. lesion ids) whole
+    groups are resampled: images of one lesion are correlated, so resampling images alone gives intervals
+    that are too narrow."""
+    rng = np.random.default_rng(seed)
+    members = group_members(groups, n)
+    for _ in range(n_boot):
+        if members is None:
+            yield rng.integers(0, n, n)
+        else:
+            yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def bootstrap_ci(
     y_true: np.ndarray, p_malignant: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
     groups: np.ndarray | list | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap 95% CIs of AUC and the operating point.
-
-    With `groups` (e.g. lesion ids) whole groups are resampled: images of one lesion
-    are correlated, so resampling images alone gives intervals that are too narrow.
-    """
+    """Percentile bootstrap 95% CIs of AUC and the operating point (`resamples`: whole groups with `groups`)."""
     y = np.asarray(y_true).astype(int)
     p = np.asarray(p_malignant, dtype=np.float64)
-    rng = np.random.default_rng(seed)
     keys = ("auc", "sensitivity", "specificity", "balanced_accuracy")
     samples: dict[str, list[float]] = {k: [] for k in keys}
-    members = _group_members(groups, len(y))
-    for _ in range(n_boot):
-        if members is None:
-            idx = rng.integers(0, len(y), len(y))
-        else:
-            idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+    for idx in resamples(len(y), n_boot, seed, groups):
         yb, pb = y[idx], p[idx]
         if yb.min() == yb.max():
             continue
@@ -89,7 +95,22 @@ def bootstrap_ci(
     }
 
 
-def _group_members(groups: np.ndarray | list | None, n: int) -> list[np.ndarray] | None:
+def robust_threshold(y_true: np.ndarray, p_malignant: np.ndarray, groups: np.ndarray | list | None,
+                     min_sensitivity: float = DEFAULT_MIN_SENSITIVITY, seed: int = 0) -> float:
+    """The threshold that reaches `min_sensitivity` in ASSURANCE of the (group-) bootstrap resamples, not only
+    on the set itself (which would promise too much for the next patients): the (1 - ASSURANCE) quantile of
+    the per-resample `choose_threshold`s, or the set's own when lower (lower = more sensitive)."""
+    y = np.asarray(y_true).astype(int)
+    p = np.asarray(p_malignant, dtype=np.float64)
+    picks = [choose_threshold(y[idx], p[idx], min_sensitivity)
+             for idx in resamples(len(y), THRESHOLD_RESAMPLES, seed, groups) if y[idx].min() != y[idx].max()]
+    point = choose_threshold(y, p, min_sensitivity)
+    if not picks:
+        return point
+    return float(min(point, np.quantile(picks, 1.0 - ASSURANCE)))
+
+
+def group_members(groups: np.ndarray | list | None, n: int) -> list[np.ndarray] | None:
     """Indices of each group (in first-seen order), or None to resample single cases."""
     if groups is None:
         return None

@@ -54,10 +54,10 @@ from .bundle import (
     verify_model_sha256,
     verify_signature,
 )
+from .fileio import AUDIT_LOG, append_audit, fsync_dir, write_atomic
 from .manifest import Manifest, selftest_input
 from .preprocess import STAGES, Preprocessor
 from .runtime import Classification, Classifier, ModelError
-from .store import AUDIT_LOG, append_audit
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def check_on_runtime(model_path: Path, num_threads: int, progress: Progress) -> 
     progress("golden self-test", f"{len(classifier.manifest.selftest.get('cases', []))} cases, max difference "
                                  f"{classifier.selftest_max_diff:.4f} on {classifier.runtime_name}")
     result = smoke_screening(classifier)
-    progress("smoke screening", f"{result.decision}, p({classifier.manifest.positive_label}) "
+    progress("smoke screening", f"p({classifier.manifest.positive_label}) "
                                 f"{result.malignant_probability:.3f}, {result.timings_ms.get('total', 0):.0f} ms")
     return classifier
 
@@ -377,10 +377,10 @@ class ModelStore:
 
     def _write_folder(self, folder: Path, files: ModelFiles, info: dict[str, Any]) -> None:
         folder.mkdir(mode=0o755)
-        for name, data in files.files.items():
-            _write_synced(folder / name, data)
-        _write_synced(folder / INFO, (json.dumps(info, indent=2) + "\n").encode())
-        _fsync_dir(folder)
+        for name, data in [*files.files.items(), (INFO, (json.dumps(info, indent=2) + "\n").encode())]:
+            write_atomic(folder / name, data, sync_dir=False)
+            (folder / name).chmod(0o644)
+        fsync_dir(folder)
         self._own(folder, recursive=True)
 
     def _commit_folder(self, staging: Path, folder_name: str) -> Path:
@@ -401,7 +401,7 @@ class ModelStore:
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.rename(staging, folder)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         return folder
 
     def _switch(self, goal: str | None) -> None:
@@ -418,7 +418,7 @@ class ModelStore:
             (self.dir / CURRENT).unlink(missing_ok=True)
         else:
             self._point(CURRENT, goal)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
 
     def _point(self, link: str, folder_name: str) -> None:
         tmp = self.dir / f".{link}.tmp-{secrets.token_hex(6)}"
@@ -438,22 +438,6 @@ class ModelStore:
         for p in paths:
             with contextlib.suppress(OSError):
                 os.lchown(p, st.st_uid, st.st_gid)
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    path.chmod(0o644)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- reload in the app

@@ -12,10 +12,12 @@ reproduced within tolerance by *this* runtime on *this* machine.
 
 A model exported with a features output (rank 4, beside the rank-2
 probabilities) and a sidecar (`<model>.aux.npz`, sha256 in the manifest) also
-gives a scope score (`edge_app.scope`: out of scope -> decision
-"out_of_scope", no verdict) and, on request, a class activation map
-(`edge_app.explain`). A model without them still loads: scope unknown
-(`in_scope` None), no heatmap.
+gives a scope score (`edge_app.scope`; an image out of scope gets no verdict,
+`decisions.decide`) and, on request, a class activation map (`edge_app.explain`).
+A model without them still loads: scope unknown (`in_scope` None), no heatmap.
+
+The classifier decides nothing: the device path (`device_path`) passes its
+probability, the threshold in force and the gates' answers to `decisions.decide`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from .decisions import OUT_OF_SCOPE
+from .decisions import Threshold
 from .explain import crop_fraction
 from .manifest import Manifest, ManifestError, aux_path_for, manifest_path_for, scope_model_path_for, selftest_input, sha256_file
 from .preprocess import Preprocessor
@@ -70,15 +72,10 @@ def load_interpreter_class(preferred: str | None = None) -> tuple[str, Any]:
 class Classification:
     probabilities: dict[str, float]
     malignant_probability: float
-    threshold: float
-    # the positive label at or above the threshold, else the other label; "out_of_scope" (no verdict)
-    # when the scope check fails
-    decision: str
     timings_ms: dict[str, float] = field(default_factory=dict)  # stages + inference + total
     model_sha256: str = ""
     model_version: str = ""
     preprocessing_version: str = ""
-    threshold_source: str = "model"  # "model" (the manifest's) or "site" (edge-app calibrate --apply)
     in_scope: bool | None = None  # None: the model has no scope check
     scope_score: float | None = None
     scope_threshold: float | None = None
@@ -89,9 +86,6 @@ class Classification:
         d = {
             "probabilities": self.probabilities,
             "malignant_probability": self.malignant_probability,
-            "threshold": self.threshold,
-            "threshold_source": self.threshold_source,
-            "decision": self.decision,
             "in_scope": self.in_scope,
             "scope_score": self.scope_score,
             "scope_threshold": self.scope_threshold,
@@ -155,7 +149,6 @@ class Classifier:
             raise ModelError(f"model has {self._output['shape'][-1]} outputs but its manifest names {len(self.manifest.labels)} labels")
         self.sidecar = self._load_sidecar()
         self.scope_net = self._load_scope_net(interpreter_cls, num_threads)
-        self.site: Any = None  # a site.SiteThreshold in force, set by use_site()
         self._lock = threading.Lock()
         self.positive_index = self.manifest.labels.index(self.manifest.positive_label)
         # Short side the device path decodes / shrinks a frame to (images.decode(min_side=...)):
@@ -163,7 +156,6 @@ class Classifier:
         # (edge-app evaluate on ISIC archive images up to 640 px: AUC 0.7421 at 4x, 0.7424 at 2x,
         # 0.7369 at 1.5x; README "Scaled decode"). A 1280x960 frame then decodes at 1/2 scale.
         self.decode_min_side = 2 * self.manifest.input_size
-        self.load_ms = (time.perf_counter() - start) * 1000.0
         self.selftest_max_diff = self._run_selftest()
         self._warm_up_preprocessing()
         self.init_ms = (time.perf_counter() - start) * 1000.0
@@ -234,19 +226,9 @@ class Classifier:
     def has_scope(self) -> bool:
         return self.sidecar is not None
 
-    def use_site(self, site: Any) -> None:
-        """Put a site threshold (`site.SiteThreshold`) in force, or None for the model's own.
-        Raises ModelError when it was calibrated for another model."""
-        if site is not None and site.model_sha256 != self.sha256:
-            raise ModelError(f"the site threshold was calibrated for model {site.model_sha256[:12]}..., not this one "
-                             f"({self.sha256[:12]}...): run `edge-app calibrate` again, or `edge-app calibrate --reset`")
-        self.site = site
-
-    def threshold_in_force(self) -> tuple[float, str]:
-        """(threshold, "site" | "model")."""
-        if self.site is not None:
-            return float(self.site.threshold), "site"
-        return float(self.manifest.threshold), "model"
+    def model_threshold(self) -> Threshold:
+        """The model's own decision threshold (its manifest); a site threshold is the serving app's (`site.SiteWatcher`)."""
+        return Threshold(float(self.manifest.threshold), "model")
 
     def _run_selftest(self) -> float:
         cases = self.manifest.selftest.get("cases", [])
@@ -321,7 +303,7 @@ class Classifier:
         return out, feats
 
     def classify(self, image: np.ndarray, preprocessor: Preprocessor | None = None, explain: bool = False) -> Classification:
-        """BGR uint8 image of any size -> probabilities, scope, decision and timings (six stages + inference
+        """BGR uint8 image of any size -> probabilities, scope and timings (six stages + inference
         + scope), and with `explain` the class activation map and where the analysed square lies. The device
         path (`device_path.screen_*`) adds decoding and the quality gate."""
         start = time.perf_counter()
@@ -356,26 +338,17 @@ class Classifier:
     def result_from_probabilities(self, probs: np.ndarray, timings: dict[str, float] | None = None,
                                   scope_score: float | None = None) -> Classification:
         labels = self.manifest.labels
-        p_pos = float(probs[self.positive_index])
-        threshold, source = self.threshold_in_force()
-        negative = next((lbl for lbl in labels if lbl != self.manifest.positive_label), "benign")
         in_scope = scope_thr = None
         if self.sidecar is not None and scope_score is not None:
             scope_thr = float(self.sidecar.scope.threshold)
             in_scope = self.sidecar.scope.in_scope(scope_score)
-        decision = self.manifest.positive_label if p_pos >= threshold else negative
-        if in_scope is False:
-            decision = OUT_OF_SCOPE
         return Classification(
             probabilities={lbl: float(p) for lbl, p in zip(labels, probs)},
-            malignant_probability=p_pos,
-            threshold=threshold,
-            decision=decision,
+            malignant_probability=float(probs[self.positive_index]),
             timings_ms={k: round(v, 3) for k, v in (timings or {}).items()},
             model_sha256=self.sha256,
             model_version=self.manifest.version,
             preprocessing_version=self.preprocessor.version,
-            threshold_source=source,
             in_scope=in_scope,
             scope_score=None if scope_score is None else round(scope_score, 4),
             scope_threshold=None if scope_thr is None else round(scope_thr, 4),
@@ -390,9 +363,6 @@ class Classifier:
             "preprocessing": self.preprocessor.describe(),
             "threshold": self.manifest.threshold,
             "threshold_rule": self.manifest.threshold_rule,
-            "threshold_in_force": self.threshold_in_force()[0],
-            "threshold_source": self.threshold_in_force()[1],
-            "site_calibration": self.site.to_dict() if self.site is not None else None,
             "scope": ({"available": True, **self.manifest.scope} if self.sidecar is not None
                       else {"available": False}),
             "scope_model": self.manifest.scope_model or None,

@@ -27,7 +27,6 @@ import cv2
 import numpy as np
 
 from .camera.loop import CaptureLoop
-from .decisions import screening_decision
 from .device_path import DeviceResult, screen_bytes, screen_image
 from .images import ImageDecodeError, encode_jpeg, file_extension, reduce_to
 from .latency import LatencyStats
@@ -89,7 +88,7 @@ class ScreeningService:
         self._in_flight: dict[str, Future] = {}
         self._in_flight_lock = threading.Lock()
         self.started_at = time.time()
-        self.site = SiteWatcher(store.data_dir)  # the site threshold, when calibrated
+        self.site = SiteWatcher(store.data_dir)  # the threshold in force: the site's when calibrated, else the model's
         self.site.refresh(classifier)
 
     # ------------------------------------------------------------------ lifecycle
@@ -226,23 +225,21 @@ class ScreeningService:
         wait_ms = (time.perf_counter() - job.queued_at) * 1000.0
         timings = {k: round(v, 3) for k, v in job.extra_timings.items()} | {"queue_wait": round(wait_ms, 3)}
         result: DeviceResult
-        self.site.refresh(self.classifier)
+        threshold = self.site.threshold(self.classifier)
         explain = self.classifier.has_scope
         if job.image is None:
-            result = screen_bytes(self.classifier, job.data, max_pixels=job.max_pixels, explain=explain)
+            result = screen_bytes(self.classifier, job.data, threshold=threshold, max_pixels=job.max_pixels, explain=explain)
         else:
-            result = screen_image(self.classifier, job.image, explain=explain)
+            result = screen_image(self.classifier, job.image, threshold=threshold, explain=explain)
             job.image = None
             result.width, result.height = job.frame_size
         t1 = time.perf_counter()
         thumb = encode_jpeg(_thumbnail(result.image), 80)
         timings |= result.timings_ms
-        # A failed quality gate gives no verdict; the probability is still stored for audit.
-        decision = screening_decision(result.classification.decision, result.quality.flags)
-        record = self.store.append(
+        record = self.store.append(  # the device path's decision; a no verdict keeps its probability for audit
             job.data, thumb, width=result.width, height=result.height,
             extension="jpg" if job.source != "upload" else file_extension(result.format),
-            classification=result.classification.to_dict() | {"timings_ms": timings, "decision": decision},
+            classification=result.to_dict() | {"timings_ms": timings},
             quality_flags=result.quality.flags, quality_metrics=result.quality.metrics,
             operator=job.operator, lesion_ref=job.lesion_ref, source=job.source, corrects=job.corrects,
             request_id=job.request_id,

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .store import write_atomic
+from .decisions import Threshold
+from .fileio import write_atomic
 
 SITE_FILE = "site_threshold.json"
 
@@ -80,16 +81,26 @@ def reset_site(data_dir: str | Path) -> bool:
 
 
 class SiteWatcher:
-    """Keeps the serving classifier's threshold in step with `<data_dir>/site_threshold.json`: re-read
-    when the file changes or another model comes into force (a stat per screening), so `calibrate
-    --apply` / `--reset` and model updates take effect without a restart. An invalid file, or one
-    calibrated for another model, leaves the model's own threshold in force and is reported in `problem`."""
+    """The threshold in force for the serving classifier: the site's `<data_dir>/site_threshold.json`
+    when it was calibrated for that model, else the model's own. Re-read when the file changes or
+    another model comes into force (a stat per screening), so `calibrate --apply` / `--reset` and
+    model updates take effect without a restart. An invalid file, or one calibrated for another
+    model, leaves the model's own threshold in force and is reported in `problem`."""
 
     def __init__(self, data_dir: str | Path) -> None:
         self.path = site_path(data_dir)
         self.data_dir = Path(data_dir)
         self.problem: str | None = None
+        self.site: SiteThreshold | None = None  # the site threshold in force, if any
         self._seen: tuple[Any, Any] | None = None  # (file stamp, classifier) last applied
+
+    def threshold(self, classifier: Any) -> Threshold:
+        """The threshold to decide at with `classifier` (a `runtime.Classifier`)."""
+        self.refresh(classifier)
+        return self._in_force(classifier)
+
+    def _in_force(self, classifier: Any) -> Threshold:
+        return Threshold(float(self.site.threshold), "site") if self.site is not None else classifier.model_threshold()
 
     def refresh(self, classifier: Any) -> None:
         try:
@@ -100,14 +111,21 @@ class SiteWatcher:
         if self._seen is not None and self._seen[0] == stamp and self._seen[1] is classifier:
             return
         self._seen = (stamp, classifier)
-        from .runtime import ModelError
-
         try:
-            classifier.use_site(load_site(self.data_dir))
-            self.problem = None
-        except (SiteError, ModelError) as exc:
-            classifier.use_site(None)
-            self.problem = str(exc)
+            site = load_site(self.data_dir)
+            if site is not None and site.model_sha256 != classifier.sha256:
+                raise SiteError(f"the site threshold was calibrated for model {site.model_sha256[:12]}..., not this one "
+                                f"({classifier.sha256[:12]}...): run `edge-app calibrate` again, or "
+                                "`edge-app calibrate --reset`")
+            self.site, self.problem = site, None
+        except SiteError as exc:
+            self.site, self.problem = None, str(exc)
             log.warning("site threshold not used: %s", exc)
-        threshold, source = classifier.threshold_in_force()
-        log.info("threshold in force: %.4f (%s)", threshold, source)
+        in_force = self._in_force(classifier)
+        log.info("threshold in force: %.4f (%s)", in_force.value, in_force.source)
+
+    def describe(self, classifier: Any) -> dict[str, Any]:
+        """The threshold in force, where it comes from and the site calibration (the screen and /api/stats)."""
+        threshold = self.threshold(classifier)
+        return {"threshold_in_force": threshold.value, "threshold_source": threshold.source,
+                "site_calibration": self.site.to_dict() if self.site is not None else None}

@@ -40,13 +40,10 @@ def real_dermoscopy(index: int = 0, size: tuple[int, int] | None = None) -> np.n
     """
     global _REAL_TEST
     if _REAL_TEST is None:
-        import csv
+        from edge_app.labels_csv import read_labels_csv
 
         split = REPO / "models" / "splits" / "test.csv"
-        rows: list[dict[str, str]] = []
-        if split.is_file():
-            with open(split, newline="") as f:
-                rows = list(csv.DictReader(f))
+        rows = read_labels_csv(split)[0] if split.is_file() else []
         # isic_archive's nevi: 480-640 px originals, so a test frame of camera size is not a blurry blow-up
         _REAL_TEST = [SHARED_DATA / r["file"] for r in rows if r.get("dataset") == "isic_archive" and r.get("dx") == "nv"][:50]
         _REAL_TEST = [p for p in _REAL_TEST if p.is_file()]

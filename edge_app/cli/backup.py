@@ -1,11 +1,13 @@
 """`edge-app backup DEST` and `edge-app restore SRC`: a consistent copy of the records and images.
 
-The database is copied with SQLite's online backup API, so a backup taken while
-the app is serving is a consistent snapshot; every image it names is copied and
-its sha256 checked. Restore verifies the backup (integrity check, every image's
-sha256) before touching anything, and never deletes existing data: with
-`--replace` the current data directory is moved aside. Stop the app first
-(`sudo systemctl stop edge-app`) and start it again afterwards.
+The database is read with SQLite's online backup API, so a backup taken while
+the app is serving is a consistent snapshot; the files of every record it holds
+are copied and each image's sha256 checked. Backup only reads the data directory
+(and appends its line to audit.log). Restore verifies the backup (integrity check,
+every image's sha256) before touching anything, and never deletes existing data:
+with `--replace` the current data directory is moved aside. Restore refuses to run
+while the app serves that directory: stop the app first (`sudo systemctl stop
+edge-app`) and start it again afterwards.
 
     edge-app backup /media/usb/dermaedge-2026-03-01
     sudo systemctl stop edge-app
@@ -50,21 +52,18 @@ def _data_dir(args: argparse.Namespace):
 
 
 def run_backup(args: argparse.Namespace) -> int:
-    from ..store import DB_NAME, ScreeningStore, StoreError
+    from .. import __version__
+    from ..store import StoreError, backup
 
     data_dir = _data_dir(args)
     if data_dir is None:
         return EXIT_FAILED
-    if not (data_dir / DB_NAME).is_file():
-        print(f"error: no records to back up: {data_dir / DB_NAME} does not exist (wrong --data-dir?)", file=sys.stderr)
-        return EXIT_FAILED
     try:
-        store = ScreeningStore(data_dir)
-        try:
-            summary = store.backup(args.dest)
-        finally:
-            store.close()
-    except (StoreError, OSError) as exc:
+        summary = backup(data_dir, args.dest, app_version=__version__)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
         print(f"error: backup failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
     print(f"backed up {summary['records']} screening(s), {summary['images']} image(s), "
@@ -77,13 +76,14 @@ def run_backup(args: argparse.Namespace) -> int:
 
 
 def run_restore(args: argparse.Namespace) -> int:
+    from .. import __version__
     from ..store import StoreError, restore_backup
 
     data_dir = _data_dir(args)
     if data_dir is None:
         return EXIT_FAILED
     try:
-        result = restore_backup(args.src, data_dir, replace=args.replace)
+        result = restore_backup(args.src, data_dir, replace=args.replace, app_version=__version__)
     except (StoreError, OSError) as exc:
         print(f"error: restore failed: {exc}", file=sys.stderr)
         return EXIT_FAILED

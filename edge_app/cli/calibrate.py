@@ -3,13 +3,13 @@
 Runs the device path over a labelled set taken with the clinic's dermatoscope
 (`file,label[,lesion_id]`, labels benign / malignant) and proposes the threshold
 that keeps sensitivity at `--min-sensitivity` with the best specificity. Images
-the scope check flags get no verdict on the device, so they are left out (and
-counted). With fewer than 30 malignant cases (lesions where the CSV has
+the device gives no verdict (the scope check refuses them, or they fail the
+quality gate) are left out, and counted. With fewer than 30 malignant cases (lesions where the CSV has
 `lesion_id`, else images) it refuses: the threshold would be noise.
 
 The threshold is chosen so that it reaches the target sensitivity in 80% of
 lesion-grouped bootstrap resamples of the set (not just on the set itself,
-which would promise too much for the next patients). The sensitivity and
+which would promise too much for the next patients; `metrics.robust_threshold`). The sensitivity and
 specificity it reports come with 95% bootstrap CIs (whole lesions resampled).
 
 The model is the one the app serves from the data directory (an installed
@@ -34,18 +34,12 @@ import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .common import add_data_dir_arguments, add_model_arguments, load_classifier
 
 MIN_MALIGNANT = 30
-ASSURANCE = 0.80  # share of bootstrap resamples in which the threshold must reach the target sensitivity
-THRESHOLD_RESAMPLES = 200
 EXIT_REFUSED = 2
 EXIT_NO_MODEL = 3
-
-if TYPE_CHECKING:
-    import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -73,30 +67,6 @@ def set_sha256(csv_path: Path, root: Path, files: list[str]) -> str:
         except OSError:
             h.update(b"unreadable:" + file.encode())
     return h.hexdigest()
-
-
-def robust_threshold(y: np.ndarray, p: np.ndarray, groups: list | None, min_sensitivity: float, seed: int = 0) -> float:
-    """The threshold that reaches `min_sensitivity` in ASSURANCE of lesion-grouped bootstrap resamples:
-    the (1 - ASSURANCE) quantile of the per-resample thresholds (lower = more sensitive)."""
-    import numpy as np
-
-    from ..metrics import _group_members, choose_threshold
-
-    rng = np.random.default_rng(seed)
-    members = _group_members(groups, len(y))
-    picks = []
-    for _ in range(THRESHOLD_RESAMPLES):
-        if members is None:
-            idx = rng.integers(0, len(y), len(y))
-        else:
-            idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        if y[idx].min() == y[idx].max():
-            continue
-        picks.append(choose_threshold(y[idx], p[idx], min_sensitivity))
-    point = choose_threshold(y, p, min_sensitivity)
-    if not picks:
-        return point
-    return float(min(point, np.quantile(picks, 1.0 - ASSURANCE)))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,22 +106,24 @@ def _calibrate(args: argparse.Namespace, data_dir: Path) -> int:
     import numpy as np
 
     try:
-        from ..metrics import evaluate
+        from ..metrics import evaluate, robust_threshold
     except ImportError as exc:
         print(f"error: edge-app calibrate needs scikit-learn ({exc}): pip install 'edge-app[eval]'", file=sys.stderr)
         return EXIT_NO_MODEL
     from ..device_path import screen_files
-    from .evaluate import read_labels
+    from ..labels_csv import groups_of, read_labels_csv
 
     csv_path = Path(args.labels)
     root = Path(args.root) if args.root else csv_path.parent
     try:
-        rows = read_labels(csv_path, "lesion_id")
+        rows, columns = read_labels_csv(csv_path)
+        all_groups = groups_of(rows, columns, "lesion_id", csv_path)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    grouped = rows[0][2] is not None
-    malignant_cases = len({(g if grouped else i) for i, (_, label, g) in enumerate(rows) if label == 1})
+    grouped = all_groups is not None
+    cases = all_groups if grouped else list(range(len(rows)))  # the unit that counts: a lesion, else an image
+    malignant_cases = len({cases[i] for i, r in enumerate(rows) if r["label"] == "malignant"})
     unit = "lesions" if grouped else "images"
     if malignant_cases < MIN_MALIGNANT:  # refuse before any work
         print(f"error: {csv_path} has {malignant_cases} malignant {unit}; calibrating needs at least {MIN_MALIGNANT} "
@@ -160,31 +132,31 @@ def _calibrate(args: argparse.Namespace, data_dir: Path) -> int:
     classifier = load_classifier(args) if args.model else _model_in_force(args, data_dir)
     if classifier is None:
         return EXIT_NO_MODEL
-    results, read, errors = screen_files(classifier, root, [f for f, _, _ in rows], desc="calibrate")
+    results, read, errors = screen_files(classifier, root, [r["file"] for r in rows], desc="calibrate")
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
-    scoped = [k for k, r in enumerate(results) if r.in_scope is not False]
-    used = [rows[read[k]] for k in scoped]
-    y = np.array([label for _, label, _ in used], int)
-    p = np.array([results[k].malignant_probability for k in scoped], np.float64)
-    groups = [g for _, _, g in used] if grouped else None
-    n_mal = len({(g if grouped else i) for i, (_, label, g) in enumerate(used) if label == 1})
+    used = [read[k] for k, r in enumerate(results) if r.decision.is_verdict]  # rows the device gives a verdict
+    y = np.array([rows[i]["label"] == "malignant" for i in used], int)
+    p = np.array([r.probability for r in results if r.decision.is_verdict], np.float64)
+    groups = [all_groups[i] for i in used] if grouped else None
+    n_mal = len({cases[i] for i in used if rows[i]["label"] == "malignant"})
     if n_mal < MIN_MALIGNANT or y.min() == y.max():
-        print(f"error: only {n_mal} malignant {unit} remain readable and in scope (of {malignant_cases}); calibrating needs "
-              f"at least {MIN_MALIGNANT} and some benign ones", file=sys.stderr)
+        print(f"error: only {n_mal} malignant {unit} remain readable with a verdict (of {malignant_cases}); calibrating "
+              f"needs at least {MIN_MALIGNANT} and some benign ones", file=sys.stderr)
         return EXIT_REFUSED
     threshold = robust_threshold(y, p, groups, args.min_sensitivity)
     expected = evaluate(y, p, threshold, n_boot=args.bootstrap, groups=groups)
     at_model = evaluate(y, p, float(classifier.manifest.threshold), n_boot=args.bootstrap, groups=groups)
+    decided = [r.decision.value for r in results]
     counts = {"images": len(rows), "used": len(used), "malignant_images": int(y.sum()), "benign_images": int(len(y) - y.sum()),
               "malignant_cases": n_mal, "case_unit": unit, "unreadable": len(errors),
-              "out_of_scope": len(results) - len(scoped)}
+              "out_of_scope": decided.count("out_of_scope"), "inconclusive": decided.count("inconclusive")}
     if grouped:
         counts["lesions"] = len(set(groups))
     report = {
         "threshold": round(threshold, 6), "min_sensitivity": args.min_sensitivity, "model_sha256": classifier.sha256,
         "model_threshold": float(classifier.manifest.threshold), "labels_csv": str(csv_path.resolve()),
-        "set_sha256": set_sha256(csv_path, root, [f for f, _, _ in rows]), "counts": counts,
+        "set_sha256": set_sha256(csv_path, root, [r["file"] for r in rows]), "counts": counts,
         "expected": {k: expected[k] for k in ("sensitivity", "specificity", "auc", "confusion", "bootstrap")},
         "at_model_threshold": {k: at_model[k] for k in ("sensitivity", "specificity", "confusion")},
         "applied": False,
@@ -226,13 +198,10 @@ def _apply(data_dir: Path, report: dict) -> Path:
 
 
 def _audit(data_dir: Path, event: str, **fields) -> None:
-    from ..store import ScreeningStore
+    from .. import __version__
+    from ..fileio import append_audit
 
-    store = ScreeningStore(data_dir)
-    try:
-        store.audit(event, **fields)
-    finally:
-        store.close()
+    append_audit(data_dir, event, __version__, **fields)
 
 
 def _human(r: dict) -> str:
@@ -245,7 +214,8 @@ def _human(r: dict) -> str:
         (f"site threshold {r['threshold']:.4f} for sensitivity >= {r['min_sensitivity']:.2f} "
         f"(model's own threshold {r['model_threshold']:.4f})"),
         (f"  set: {c['used']} images used of {c['images']} ({c['malignant_images']} malignant, {c['malignant_cases']} malignant "
-        f"{c['case_unit']}); {c['out_of_scope']} out of scope, {c['unreadable']} unreadable; sha256 {r['set_sha256'][:16]}..."),
+        f"{c['case_unit']}); no verdict: {c['out_of_scope']} out of scope, {c['inconclusive']} failed the quality gate; "
+        f"{c['unreadable']} unreadable; sha256 {r['set_sha256'][:16]}..."),
         (f"  expected sensitivity {ci(e, 'sensitivity')}, specificity {ci(e, 'specificity')}; CIs from "
         f"{e['bootstrap']['resamples']} resamples of {e['bootstrap'].get('groups', c['used'])} {c['case_unit']}"),
         (f"  at the model's own threshold: sensitivity {r['at_model_threshold']['sensitivity']['value']:.3f}, "

@@ -2,8 +2,10 @@
 folder, through the device path (no TensorFlow).
 
 Metrics cover every readable image (as the model's probability stands, whatever
-the scope check says); with a scope check, `out_of_scope_rate` is the share of
-images it flags and `in_scope` repeats the metrics on the images it keeps."""
+the quality gate and the scope check say); with a scope check, `out_of_scope_rate`
+is the share of images it flags and `in_scope` repeats the metrics on the images it
+keeps. `decisions` counts what the device decided for each image (the app's decision,
+`decisions.decide`), and `no_verdict` how many of them got none."""
 
 from __future__ import annotations
 
@@ -11,11 +13,11 @@ import argparse
 import csv
 import json
 import sys
+from collections import Counter
 from pathlib import Path
 
+from ..labels_csv import groups_of, read_labels_csv
 from .common import add_model_arguments, load_classifier
-
-LABEL_VALUES = {"benign": 0, "malignant": 1}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--group-by", default="lesion_id", metavar="COLUMN",
                    help="resample whole groups in the bootstrap when the CSV has this column (default: lesion_id; "
                         "'' resamples images)")
-    p.add_argument("--predictions", help="also write file,label,p_malignant to this CSV")
+    p.add_argument("--predictions", help="also write file,label,p_malignant,decision to this CSV")
     p.add_argument("--exclude", action="append", default=[], metavar="COLUMN=VALUE",
                    help="leave out the rows whose COLUMN equals VALUE (repeatable; e.g. dx_type=follow_up)")
     p.add_argument("--per", metavar="COLUMN", help="also report the metrics for each value of this CSV column "
@@ -36,36 +38,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def read_labels(csv_path: Path, group_by: str = "") -> list[tuple[str, int, str | None]]:
-    """(file, 0/1 label, group) rows; group is None unless the CSV has the `group_by` column."""
-    try:
-        with open(csv_path, newline="") as f:
-            reader = csv.DictReader(f)
-            if not reader.fieldnames or not {"file", "label"} <= set(reader.fieldnames):
-                raise ValueError(f"{csv_path} needs columns 'file' and 'label' (found {reader.fieldnames})")
-            rows = []
-            grouped = bool(group_by) and group_by in reader.fieldnames
-            for line, row in enumerate(reader, start=2):
-                label = (row["label"] or "").strip().lower()
-                if label not in LABEL_VALUES:
-                    raise ValueError(f"{csv_path}:{line}: label {row['label']!r} is not benign or malignant")
-                group = (row[group_by] or "").strip() if grouped else None
-                if grouped and not group:
-                    raise ValueError(f"{csv_path}:{line}: empty {group_by}")
-                rows.append((row["file"], LABEL_VALUES[label], group))
-    except OSError as exc:
-        raise ValueError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
+def labelled_rows(csv_path: Path, group_by: str = "", exclude: list[str] | tuple[str, ...] = ()
+                  ) -> tuple[list[dict[str, str]], list[str] | None]:
+    """The CSV's rows (less those `exclude` names: COLUMN=VALUE) and each row's `group_by` value
+    (None when the CSV has no such column). Raises ValueError with the reason."""
+    rows, columns = read_labels_csv(csv_path)
+    wanted = []
+    for item in exclude:
+        column, sep, value = item.partition("=")
+        if not sep or column not in columns:
+            raise ValueError(f"--exclude {item}: expected COLUMN=VALUE with a column of {csv_path} ({columns})")
+        wanted.append((column, value))
     if not rows:
         raise ValueError(f"{csv_path} has no rows")
-    return rows
+    rows = [r for r in rows if not any(r[c] == v for c, v in wanted)]
+    if not rows:
+        raise ValueError("--exclude left no rows")
+    return rows, groups_of(rows, columns, group_by, csv_path)
 
 
-def scope_report(results: list, labels: list[int], groups: list, threshold: float, n_boot: int, evaluate) -> dict:
+def scope_report(results: list, labels: list[int], groups: list | None, threshold: float, n_boot: int, evaluate) -> dict:
     """`out_of_scope_rate` and the metrics on the in-scope images alone (None when the model has no scope check
     or when the in-scope images lack a class)."""
     import numpy as np
 
-    flags = [r.in_scope for r in results]
+    flags = [r.classification.in_scope for r in results]
     if not flags or any(f is None for f in flags):
         return {"out_of_scope_rate": None, "in_scope": None}
     keep = [i for i, f in enumerate(flags) if f]
@@ -73,9 +70,9 @@ def scope_report(results: list, labels: list[int], groups: list, threshold: floa
     y = np.array([labels[i] for i in keep])
     if len(set(y.tolist())) < 2:
         return out | {"in_scope": None}
-    g = [groups[i] for i in keep]
-    p = np.array([results[i].malignant_probability for i in keep])
-    return out | {"in_scope": evaluate(y, p, threshold, n_boot=n_boot, groups=g if g[0] is not None else None)}
+    g = None if groups is None else [groups[i] for i in keep]
+    p = np.array([results[i].probability for i in keep])
+    return out | {"in_scope": evaluate(y, p, threshold, n_boot=n_boot, groups=g)}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,42 +89,38 @@ def run(args: argparse.Namespace) -> int:
     csv_path = Path(args.labels)
     root = Path(args.root) if args.root else csv_path.parent
     try:
-        rows = read_labels(csv_path, args.group_by)
-        rows = _excluding(csv_path, rows, args.exclude)
+        rows, all_groups = labelled_rows(csv_path, args.group_by, args.exclude)
+        per_values = _column(csv_path, rows, args.per) if args.per else None
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     classifier = load_classifier(args)
     if classifier is None:
         return 3
-    results, read, errors = screen_files(classifier, root, [file for file, _, _ in rows], desc="evaluate")
-    probs = [r.malignant_probability for r in results]
+    threshold = classifier.model_threshold()
+    results, read, errors = screen_files(classifier, root, [r["file"] for r in rows], threshold=threshold, desc="evaluate")
+    probs = [r.probability for r in results]
     kept = [rows[i] for i in read]
-    labels = [label for _, label, _ in kept]
-    groups = [group for _, _, group in kept]
+    labels = [int(r["label"] == "malignant") for r in kept]
+    groups = None if all_groups is None else [all_groups[i] for i in read]
     for e in errors:
         print(f"error: {e}", file=sys.stderr)
     if len(set(labels)) < 2:
         print("error: need at least one benign and one malignant readable image", file=sys.stderr)
         return 2
-    report = evaluate(np.array(labels), np.array(probs), classifier.manifest.threshold, n_boot=args.bootstrap,
-                      groups=groups if groups[0] is not None else None)
+    report = evaluate(np.array(labels), np.array(probs), threshold.value, n_boot=args.bootstrap, groups=groups)
     report["errors"] = len(errors)
     report["model_sha256"] = classifier.sha256
-    report |= scope_report(results, labels, groups, classifier.manifest.threshold, args.bootstrap, evaluate)
-    if args.per:
-        try:
-            values = _column(csv_path, args.per, [rows[i][0] for i in read])
-            report["per"] = evaluate_by(values, np.array(labels), np.array(probs), classifier.manifest.threshold,
-                                        n_boot=args.bootstrap, groups=groups if groups[0] is not None else None)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+    report |= decision_counts(results)
+    report |= scope_report(results, labels, groups, threshold.value, args.bootstrap, evaluate)
+    if per_values is not None:
+        report["per"] = evaluate_by([per_values[i] for i in read], np.array(labels), np.array(probs), threshold.value,
+                                    n_boot=args.bootstrap, groups=groups)
     if args.predictions:
         with open(args.predictions, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["file", "label", "p_malignant"])
-            w.writerows((fi, "malignant" if la else "benign", f"{p:.6f}") for (fi, la, _), p in zip(kept, probs))
+            w.writerow(["file", "label", "p_malignant", "decision"])
+            w.writerows((row["file"], row["label"], f"{r.probability:.6f}", r.decision.value) for row, r in zip(kept, results))
     if args.json:
         print(json.dumps(report))
     else:
@@ -135,32 +128,20 @@ def run(args: argparse.Namespace) -> int:
     return 2 if errors else 0
 
 
-def _excluding(csv_path: Path, rows: list, exclude: list[str]) -> list:
-    if not exclude:
-        return rows
-    drop = set()
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        for item in exclude:
-            column, sep, _ = item.partition("=")
-            if not sep or column not in (reader.fieldnames or []):
-                raise ValueError(f"--exclude {item}: expected COLUMN=VALUE with a column of {csv_path} ({reader.fieldnames})")
-        wanted = [item.partition("=")[::2] for item in exclude]
-        drop = {row["file"] for row in reader if any(row[c] == v for c, v in wanted)}
-    kept = [r for r in rows if r[0] not in drop]
-    if not kept:
-        raise ValueError("--exclude left no rows")
-    return kept
+def decision_counts(results: list) -> dict:
+    """How many images got each decision (every value listed, zero included) and how many got no verdict."""
+    from ..decisions import all_decisions
+
+    counts = Counter(r.decision.value for r in results)
+    return {"decisions": {d: counts.get(d, 0) for d in all_decisions()},
+            "no_verdict": sum(1 for r in results if not r.decision.is_verdict)}
 
 
-def _column(csv_path: Path, column: str, files: list[str]) -> list[str]:
-    """The value of `column` for each of `files` (rows of the CSV)."""
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if column not in (reader.fieldnames or []):
-            raise ValueError(f"--per {column}: no such column in {csv_path} (has {reader.fieldnames})")
-        value_of = {row["file"]: row[column] for row in reader}
-    return [value_of[f] for f in files]
+def _column(csv_path: Path, rows: list[dict[str, str]], column: str) -> list[str]:
+    """Each row's value of `column` (--per)."""
+    if column not in rows[0]:
+        raise ValueError(f"--per {column}: no such column in {csv_path} (has {list(rows[0])})")
+    return [r[column] for r in rows]
 
 
 def _human(r: dict) -> str:
@@ -179,6 +160,7 @@ def _human(r: dict) -> str:
         f"    malignant         {c['tp']:>8}             {c['fn']:>8}",
         f"    benign            {c['fp']:>8}             {c['tn']:>8}",
     ] + ([f"  unreadable files: {r['errors']}"] if r["errors"] else [])
+      + [_no_verdict_line(r)]
       + ([] if r.get("out_of_scope_rate") is None else [
           f"  out of scope        {r['out_of_scope_rate']:.1%} of images ({r['n_out_of_scope']}) flagged by the scope check"]
          + ([] if not r.get("in_scope") else [
@@ -187,3 +169,11 @@ def _human(r: dict) -> str:
       + [f"  {k}: n {v['n']}, AUC {v['auc']['value']:.3f}, sensitivity {v['sensitivity']['value']:.3f}, "
          f"specificity {v['specificity']['value']:.3f}" if "auc" in v else f"  {k}: n {v['n']}, flagged {v['flagged']:.3f}"
          for k, v in r.get("per", {}).items()])
+
+
+def _no_verdict_line(r: dict) -> str:
+    """How many images the device would give no verdict (the metrics above still score their probability)."""
+    d = r["decisions"]
+    return (f"  no verdict          {r['no_verdict']} of {r['n']} images (inconclusive {d['inconclusive']}: "
+            f"failed the quality gate, checked first; out of scope {d['out_of_scope']}); "
+            "the metrics above still score every image's probability")

@@ -5,7 +5,8 @@ deliberate exception (a retention policy, a patient's request, a device leaving
 service). Deleted rows are overwritten in the database (SQLite secure_delete,
 WAL truncated) and their image files removed. Every purge is appended to
 `<data_dir>/audit.log` (time, criteria, count, record ids). Back up first if the
-records must be kept elsewhere.
+records must be kept elsewhere. Safe while the app serves: it deletes the rows it
+selects and their files, nothing else.
 
     edge-app purge --older-than 365          # asks for confirmation
     edge-app purge --older-than 365 --yes
@@ -33,8 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import __version__
     from ..config import ConfigError, data_dir_setting
-    from ..store import DB_NAME, ScreeningStore, StoreError
+    from ..store import DB_NAME, ScreeningStore, StoreError, purge
 
     if args.older_than is not None and args.older_than < 0:
         print("error: --older-than must be >= 0 days", file=sys.stderr)
@@ -57,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
             print("nothing deleted")
             return 1
     try:
-        store = ScreeningStore(data_dir)
+        store = ScreeningStore(data_dir, app_version=__version__)  # opens without recovery: the app may be saving a screening
         try:
-            ids = store.purge(older_than_days=None if args.everything else args.older_than, everything=args.everything)
+            ids = purge(store, older_than_days=None if args.everything else args.older_than, everything=args.everything)
         finally:
             store.close()
     except (StoreError, OSError) as exc:

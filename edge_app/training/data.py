@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from ..images import read_image
+from ..labels_csv import CLASSES as LABELS
+from ..labels_csv import read_labels_csv
 from ..preprocess import Preprocessor
 
-LABELS = ("benign", "malignant")
 SPLITS = ("train", "val", "test")
 # the 7 HAM10000 diagnoses (auxiliary head); other datasets' names mapped onto them, "" = unknown
 DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
-MALIGNANT_DX = ("akiec", "bcc", "mel")
 DX_ALIASES = {"melanoma": "mel", "nevus": "nv", "basal cell carcinoma": "bcc", "actinic keratosis": "akiec",
               "seborrheic keratosis": "bkl", "pigmented benign keratosis": "bkl", "dermatofibroma": "df", "vascular lesion": "vasc"}
 SOURCE_COLUMNS = ("file", "label", "lesion_id", "dx", "dx_type", "dataset")
@@ -72,16 +72,7 @@ class Table:
 
 
 def load_table(csv_path: str | Path) -> Table:
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-        columns = list(reader.fieldnames or [])
-    if not {"file", "label"} <= set(columns):
-        raise ValueError(f"{csv_path} needs columns file,label (has {columns})")
-    bad = sorted({r["label"] for r in rows} - set(LABELS))
-    if bad:
-        raise ValueError(f"{csv_path}: labels must be one of {LABELS}, found {bad}")
-    return Table(rows, columns)
+    return Table(*read_labels_csv(csv_path))
 
 
 def normalise_dx(dx: str) -> str:

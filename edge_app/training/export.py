@@ -7,7 +7,6 @@ exported file through `edge_app.runtime`, the same code the device runs.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any
 
@@ -157,11 +156,3 @@ def _keras_version() -> str:
     import keras
 
     return keras.__version__
-
-
-def update_manifest_metrics(manifest_path: str | Path, metrics: dict[str, Any]) -> None:
-    """Merge metrics into an existing manifest (the sha256 of the model is untouched)."""
-    path = Path(manifest_path)
-    data = json.loads(path.read_text())
-    data.setdefault("metrics", {}).update(metrics)
-    path.write_text(json.dumps(data, indent=2) + "\n")

@@ -627,7 +627,7 @@ def device_probs(clf, table: Table, root: Path, preprocessor: Preprocessor | Non
                                       transform=transform, desc=desc)
     if errors:
         raise ValueError(f"{len(errors)} unreadable image(s) under {root}, e.g. {errors[0]}")
-    return np.asarray([r.malignant_probability for r in results], np.float64)
+    return np.asarray([r.probability for r in results], np.float64)
 
 
 def breakdown(table: Table, p: np.ndarray, thr: float, n_boot: int) -> dict[str, Any]:
@@ -746,12 +746,6 @@ def step_evaluate(run: Run) -> None:
         np.savez(run.run_dir / "test_probs.npz", y=y_te, shipped_fp16=p16)
 
 
-def sibling_datasets(data: Path) -> list[Path]:
-    """The other staged datasets beside `data` (folders with a labels.csv): the default cross-dataset check."""
-    parent = data.resolve().parent
-    return sorted(d for d in parent.iterdir() if d.is_dir() and d.resolve() != data.resolve() and (d / "labels.csv").is_file())
-
-
 def cross_dataset(run: Run, clf) -> dict[str, dict]:
     """The shipped model on every image of each other dataset, at the shipped threshold (nothing re-tuned)."""
     from ..device_path import screen_files
@@ -761,13 +755,14 @@ def cross_dataset(run: Run, clf) -> dict[str, dict]:
     for root in run.cross_data:
         table = load_table(root / "labels.csv")
         results, read, errors = screen_files(clf, root, [r["file"] for r in table.rows], desc=f"cross-dataset {root.name}")
-        probs = [r.malignant_probability for r in results]
+        probs = [r.probability for r in results]
         kept = table.subset(read)
         if len(set(kept.y.tolist())) < 2:
             run.log(f"cross-dataset {root}: needs both classes among its readable images; skipped")
             continue
         report = evaluate(kept.y, np.array(probs), float(clf.manifest.threshold), n_boot=run.cfg.n_boot, groups=kept.lesions)
-        out[root.name] = {"path": str(root), "unreadable": len(errors), **report}
+        no_verdict = sum(not r.decision.is_verdict for r in results)  # the device's decision; metrics score every image
+        out[root.name] = {"path": str(root), "unreadable": len(errors), "no_verdict": no_verdict, **report}
         run.log(f"cross-dataset {root.name}: n {report['n']}, AUC {report['auc']['value']:.4f}, sens {report['sensitivity']['value']:.3f}, "
                 f"spec {report['specificity']['value']:.3f} ({len(errors)} unreadable)")
     if not run.cross_data:

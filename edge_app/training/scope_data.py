@@ -17,7 +17,6 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import cv2
 import numpy as np
 
 from ..images import decode_image, encode_jpeg, read_image, reduce_to
+from ..labels_csv import read_labels_csv
 from .device_augment import augment_raw
 
 DERMOSCOPY_SOURCES = ("ham10000", "isic_archive", "isic2017", "isic2020")
@@ -44,8 +44,7 @@ class Item:
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_labels_csv(path)[0]
 
 
 def dermoscopy_sources(data: Path, splits: Path) -> list[str]:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..fileio import write_atomic
 from .scope_data import GENERATED_PER_KIND, TRAIN_SAMPLE
 
 NOVELTY_VAL_SHARE = 0.001  # the novelty part's share of each source's validation dermoscopy
@@ -176,20 +176,20 @@ def refit(model_path: Path, data: Path, splits: Path, weights: Path | None = Non
                       "scope_net_score": round(float(head.score_descriptors(nf)[0]), 5)})
     try:
         if net_src != net_path:
-            _write_atomic(net_path, net_src.read_bytes())
-        _write_atomic(aux_path, Sidecar(check, clf.sidecar.cam).to_bytes())
+            write_atomic(net_path, net_src.read_bytes())
+        write_atomic(aux_path, Sidecar(check, clf.sidecar.cam).to_bytes())
         manifest.aux = {**manifest.aux, "sha256": sha256_file(aux_path), "size_bytes": aux_path.stat().st_size}
         manifest.scope_model = {**net_spec, "sha256": sha256_file(net_path), "size_bytes": net_path.stat().st_size}
         manifest.scope = block
         manifest.selftest = {**manifest.selftest, "cases": cases}
-        _write_atomic(manifest_path, (json.dumps(manifest.to_dict(), indent=2) + "\n").encode())
+        write_atomic(manifest_path, (json.dumps(manifest.to_dict(), indent=2) + "\n").encode())
         Classifier(model_path)  # as the app loads it: sha256s, self-test, scope self-test
     except BaseException:
         for path, content in old.items():
             if content is None:
                 path.unlink(missing_ok=True)
             else:
-                _write_atomic(path, content)
+                write_atomic(path, content)
         raise
     finally:
         if net_src.name.endswith(".new"):
@@ -245,15 +245,6 @@ def load_cache(path: Path) -> tuple:
 
     with np.load(path) as z:
         return (NetSet(z["features"], z["role"], z["source"], z["split"], z["kind"], z["aug"]), z["student"], z["where"])
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:

@@ -50,7 +50,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     from ..camera import make_camera
     from ..camera.loop import CaptureLoop
     from ..screening import ScreeningService
-    from ..store import ScreeningStore
+    from ..store import ServingStore
 
     app = Flask(__name__)
     app.config.from_mapping(
@@ -83,29 +83,34 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
 
         app.config["DATA_DIR"] = str(default_data_dir())
 
-    # The model installed with `edge-app model install` (data dir), else the packaged MODEL; see model_store.
-    from ..model_store import ModelStore, ModelWatch
-    from ..runtime import DEFAULT_MODEL
-
-    classifier = app.config["CLASSIFIER"]
-    models = ModelStore(Path(app.config["DATA_DIR"]), app.config["MODEL"] or getattr(classifier, "model_path", DEFAULT_MODEL),
-                        app_version=__version__)
-    if classifier is None:
-        classifier, in_force = models.load_for_serving(num_threads=app.config["NUM_THREADS"])
-    else:
-        in_force = models.packaged_in_force(classifier)
-    store = ScreeningStore(
+    # The data directory's lock first (a second app on it is refused before anything loads), recovery, retention.
+    store = ServingStore(
         Path(app.config["DATA_DIR"]),
         retention_days=app.config["RETENTION_DAYS"],
         retention_gb=app.config["RETENTION_GB"],
         app_version=__version__,
     )
-    camera = app.config["CAMERA"]
-    if isinstance(camera, str):
-        camera = make_camera(camera)
-    loop = CaptureLoop(camera, preview_fps=app.config["PREVIEW_FPS"], backoff_initial_s=app.config["CAMERA_BACKOFF_S"])
-    service = ScreeningService(classifier, store, loop,
-                               model_watch=ModelWatch(models, in_force, num_threads=app.config["NUM_THREADS"]))
+    try:
+        # The model installed with `edge-app model install` (data dir), else the packaged MODEL; see model_store.
+        from ..model_store import ModelStore, ModelWatch
+        from ..runtime import DEFAULT_MODEL
+
+        classifier = app.config["CLASSIFIER"]
+        models = ModelStore(Path(app.config["DATA_DIR"]), app.config["MODEL"] or getattr(classifier, "model_path", DEFAULT_MODEL),
+                            app_version=__version__)
+        if classifier is None:
+            classifier, in_force = models.load_for_serving(num_threads=app.config["NUM_THREADS"])
+        else:
+            in_force = models.packaged_in_force(classifier)
+        camera = app.config["CAMERA"]
+        if isinstance(camera, str):
+            camera = make_camera(camera)
+        loop = CaptureLoop(camera, preview_fps=app.config["PREVIEW_FPS"], backoff_initial_s=app.config["CAMERA_BACKOFF_S"])
+        service = ScreeningService(classifier, store, loop,
+                                   model_watch=ModelWatch(models, in_force, num_threads=app.config["NUM_THREADS"]))
+    except BaseException:
+        store.close()  # the lock goes with it: a corrected start may take it
+        raise
     service.start()
     app.extensions[EXTENSION] = service
 

@@ -12,9 +12,10 @@ from ..camera import CameraUnavailable
 from ..explain import overlay_png
 from ..images import ImageDecodeError
 from ..screening import QueueFull
-from ..store import RecordNotFound, StoreBusy, StoreFull, is_record_id
+from ..store import RecordNotFound, ScreeningRecord, StoreBusy, StoreFull, is_record_id
 from . import get_service
 from .access import authenticated
+from .camera_view import camera_view
 from .errors import ApiError
 from .model_info import model_json
 from .records import list_args, list_records, record_json, record_or_404, request_id_field, text_field
@@ -27,7 +28,8 @@ def stats() -> dict[str, Any]:
     return {
         "latency_ms": service.stats.snapshot(),
         "counts": service.store.counts(),
-        "camera": service.capture_loop.status(),
+        "camera": (camera := service.capture_loop.status()),
+        "camera_view": camera_view(camera),  # the same state in words (the Screen shows these)
         "model": model_json(),
         "site_threshold_problem": service.site.problem,  # why a site threshold file is not used, if one is not
         "health": service.health(),
@@ -76,8 +78,10 @@ def create():
     lesion_ref = text_field("lesion_ref")
     request_id = request_id_field()
     corrects = (request.form.get("corrects") or "").strip() or None
-    if corrects is not None and (not is_record_id(corrects) or not service.store.exists(corrects)):
-        raise ApiError(404, f"screening to correct {corrects!r} not found")
+    if corrects is not None:
+        # A correction belongs to the corrected record's lesion, whatever the form says: filed under
+        # another reference it would be missing from that lesion's follow-up.
+        lesion_ref = corrected_record(corrects).lesion_ref
     upload = request.files.get("image")
     if upload is None and request.files:
         raise ApiError(400, f"upload the file in the 'image' field (got {', '.join(request.files)})")
@@ -116,6 +120,16 @@ def create():
     response.status_code = 201 if created else 200
     response.headers["Location"] = url_for("api.get", record_id=record.id)
     return response
+
+
+def corrected_record(record_id: str) -> ScreeningRecord:
+    """The record a correction replaces (one lookup), or a 404 naming it."""
+    if is_record_id(record_id):
+        try:
+            return get_service().store.get(record_id)
+        except RecordNotFound:
+            pass
+    raise ApiError(404, f"screening to correct {record_id!r} not found")
 
 
 @bp.get("/api/screenings")

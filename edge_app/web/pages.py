@@ -9,10 +9,12 @@ from flask import Blueprint, abort, render_template, request
 
 from .. import __version__
 from ..decisions import LABELS, NO_VERDICT, NO_VERDICT_REASONS
-from ..store import is_record_id
+from ..images import ACCEPTED_MIME_TYPES
+from ..store import RecordNotFound, ScreeningRecord, is_record_id
 from . import get_service
+from .camera_view import camera_view
 from .chart import latency_svg, trend_svg
-from .model_info import model_card_file, model_json
+from .model_info import card_html, model_card_file, model_json
 from .records import (
     THRESHOLD_SOURCE_TEXT,
     list_args,
@@ -53,28 +55,37 @@ def _percent(p: float) -> str:
 @bp.get("/")
 def index():
     service = get_service()
-    corrects = request.args.get("corrects") or None
-    if corrects is not None and (not is_record_id(corrects) or not service.store.exists(corrects)):
-        corrects = None
-    service.site.refresh(service.classifier)
+    corrects = corrected_record(request.args.get("corrects") or "")
     ui = {"noVerdict": sorted(NO_VERDICT), "labels": LABELS, "reasons": NO_VERDICT_REASONS}
     model = model_json()
-    return render_template("index.html", model=model, camera=service.capture_loop.status(),
+    camera = service.capture_loop.status()
+    return render_template("index.html", model=model, camera=camera, camera_words=camera_view(camera),
+                           upload_accept=",".join(ACCEPTED_MIME_TYPES),
                            corrects=corrects, recent=service.store.lesions(limit=RECENT_LESIONS), ui=json.dumps(ui),
                            threshold_text=percent(model["threshold_in_force"]),
                            threshold_source_text=THRESHOLD_SOURCE_TEXT[model["threshold_source"]],
                            site_problem=service.site.problem)
 
 
+def corrected_record(record_id: str) -> ScreeningRecord | None:
+    """The record `?corrects=` names (its lesion reference is the correction's), or None when there is none."""
+    if not is_record_id(record_id):
+        return None
+    try:
+        return get_service().store.get(record_id)
+    except RecordNotFound:
+        return None
+
+
 @bp.get("/model/card")
 def model_card():
-    """The model card of the model in force, as shipped in its bundle (Markdown shown as text)."""
+    """The model card of the model in force, as shipped in its bundle, rendered from its Markdown."""
     model = model_json()
     try:
         text = model_card_file().read_text(encoding="utf-8", errors="replace")
     except OSError:
         abort(404, description="This model came without a model card.")
-    return render_template("model_card.html", model=model, card=text)
+    return render_template("model_card.html", model=model, card=card_html(text))
 
 
 @bp.get("/history")
@@ -97,7 +108,7 @@ def follow_up(lesion_ref: str):
     if not records:
         abort(404, description=f"No screenings with lesion reference “{lesion_ref}” yet.")
     return render_template("follow_up.html", lesion_ref=lesion_ref, records=[record_json(r) for r in records],
-                           trend=trend_svg(records), trend_narrow=trend_svg(records, width=360, height=190, max_labels=3))
+                           trend=trend_svg(records), trend_narrow=trend_svg(records, width=360, height=210, max_labels=3))
 
 
 @bp.get("/screenings/<record_id>")

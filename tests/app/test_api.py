@@ -145,6 +145,16 @@ def test_correction_is_a_new_row_linked_to_the_old_one(client):
     assert again["lesion_ref"] == "P-1" and again["corrected_by"] == [new["id"]]
 
 
+def test_a_correction_is_filed_under_the_corrected_records_lesion_whatever_the_form_says(client):
+    old = upload(client, lesion_jpeg(1), lesion_ref="P-0777 back").get_json()
+    for typed in ("P-9999 scalp", ""):
+        new = upload(client, lesion_jpeg(2), lesion_ref=typed, corrects=old["id"]).get_json()
+        assert new["corrects"] == old["id"] and new["lesion_ref"] == "P-0777 back", typed
+    follow_up = client.get("/api/screenings?lesion=P-0777 back").get_json()["screenings"]
+    assert len(follow_up) == 3
+    assert client.get("/api/screenings?lesion=P-9999 scalp").get_json() == {"screenings": []}
+
+
 def test_list_pages_newest_first_and_filters_by_lesion(client):
     ids = [upload(client, lesion_jpeg(i), lesion_ref="A" if i % 2 else "B").get_json()["id"] for i in range(5)]
     listed = client.get("/api/screenings?limit=2").get_json()["screenings"]

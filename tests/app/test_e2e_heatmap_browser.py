@@ -39,6 +39,17 @@ def wait_until(page, condition: str, timeout_s: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def assert_card_fits(page) -> None:
+    """Issue 19 (8): at 800x480 the whole result card shows, Details and Performance included: nothing
+    scrolls inside the card and its links sit inside it and on the screen."""
+    fit = page.evaluate("""() => { const c = document.getElementById('result');
+        return {scroll: c.scrollHeight, client: c.clientHeight, bottom: c.getBoundingClientRect().bottom}; }""")
+    assert fit["scroll"] <= fit["client"] + 1, fit
+    for link in ("#result-detail", "#result-perf", "#latency-line"):
+        box = page.locator(link).bounding_box()
+        assert box and box["y"] + box["height"] <= min(fit["bottom"], 480), (link, box, fit)
+
+
 def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_scope(scoped_server):
     from playwright.sync_api import expect, sync_playwright
 
@@ -71,8 +82,7 @@ def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_
             assert o["width"] > 20 and o["height"] == pytest.approx(o["width"], abs=2)  # the analysed square
             assert o["y"] >= i["y"] - 1 and o["y"] + o["height"] <= i["y"] + i["height"] + 1  # over the analysed image
             expect(page.locator("#heatmap-meaning")).to_contain_text("not the lesion's outline or a diagnosis")
-            links = page.locator("#result-detail").bounding_box()
-            assert links["y"] + links["height"] <= 480, "the result's links must stay on the 800x480 screen"
+            assert_card_fits(page)
             page.screenshot(path=str(ARTIFACTS / "ui-heatmap-800x480.png"))
             toggle.click()
             expect(overlay).to_be_hidden()
@@ -92,9 +102,12 @@ def test_heatmap_toggle_on_the_result_and_the_detail_page_and_no_verdict_out_of_
             page.set_input_files("#upload", str(text))
             expect(page.locator("#result")).to_have_attribute("data-state", "none", timeout=15_000)
             expect(page.locator("#decision")).to_contain_text("not dermoscopy")
-            expect(page.locator("#retake-list")).to_contain_text("does not look like a dermoscopy image")
+            expect(page.locator("#retake-title")).to_contain_text("Retake through the dermatoscope")
             expect(page.locator("#prob")).to_be_hidden()  # no probability bar, no verdict
             expect(page.locator("#heatmap-controls")).to_be_hidden()
+            card_text = page.locator("#result").inner_text().lower()
+            assert card_text.count("dermoscopy") == 1 and card_text.count("no call") == 1, card_text  # said once
+            assert_card_fits(page)
             page.screenshot(path=str(ARTIFACTS / "ui-out-of-scope-800x480.png"))
             phone = browser.new_page(viewport={"width": 390, "height": 844})  # the phone layout: result under its image
             phone.goto(base + "/")

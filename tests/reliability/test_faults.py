@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from edge_app import store as store_module
 from edge_app.cli import main as cli
 from tests.app.conftest import model_path
 from tests.reliability.helpers import FakeCamera, assert_still_serving, lesion_jpeg, snapshot, upload, wait_for
@@ -89,7 +88,7 @@ def test_disk_full_while_writing_the_image_is_507_and_leaves_no_file(client, app
         return real_fsync(fd)
 
     before = snapshot(app)
-    monkeypatch.setattr(store_module.os, "fsync", fsync)
+    monkeypatch.setattr(os, "fsync", fsync)
     r = upload(client, lesion_jpeg(1))
     assert r.status_code == 507, r.get_json()
     assert "disk full" in r.get_json()["error"] and "nothing was stored" in r.get_json()["error"]

@@ -20,8 +20,9 @@ import pytest
 
 from edge_app.bundle import MAX_MEMBER_BYTES, SIGNATURE_NAME, BundleError, generate_key, read_bundle
 from edge_app.cli import main as edge_app
+from edge_app.fileio import AUDIT_LOG
 from edge_app.model_store import CURRENT, PREVIOUS, ModelStore
-from edge_app.store import AUDIT_LOG
+from edge_app.web import shutdown
 from tests.app.conftest import lesion_jpeg, model_path, wait_for
 from tests.reliability.bundles import KEY_NAME, make_keys, manifest_name, members, model_copy, rezip, signed_bundle, tflite_name
 from tests.reliability.helpers import upload
@@ -299,6 +300,7 @@ def test_app_falls_back_to_the_previous_model_then_the_packaged_one_and_says_so(
     assert models.target(CURRENT) == b.id, "start-up never rewrites the links"
 
     (models.dir / a.id / f"{a.name}.json").write_text("{}")
+    shutdown(app)  # one app per data directory: the restart
     app2 = make_app(CLASSIFIER=None, MODEL=str(model_path()), DATA_DIR=str(models.data_dir))
     stats = app2.test_client().get("/api/stats").get_json()["model"]
     assert stats["source"] == "packaged" and "previous model" in stats["fallback"]

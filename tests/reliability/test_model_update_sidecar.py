@@ -37,7 +37,7 @@ def test_a_bundle_with_a_sidecar_installs_and_the_installed_model_has_its_scope_
     assert (models.dir / installed.id / "tiny_scope_fp16.aux.npz").is_file()
     classifier, in_force = models.load_for_serving(num_threads=1)
     assert in_force.source == "installed" and classifier.has_scope
-    assert classifier.classify(ood_images.flat(1)).decision == "out_of_scope"
+    assert classifier.classify(ood_images.flat(1)).in_scope is False
 
 
 def test_making_a_bundle_without_the_sidecar_its_manifest_names_is_refused(tmp_path, scoped_bundle):
@@ -79,11 +79,11 @@ def test_calibrate_without_model_uses_the_model_the_app_serves_and_the_app_keeps
     report = json.loads(capsys.readouterr().out)
     assert report["model_sha256"] == installed.model_sha256
     classifier, _ = models.load_for_serving(num_threads=1)
+    from edge_app.decisions import Threshold
     from edge_app.site import SiteWatcher
 
     watcher = SiteWatcher(data)
-    watcher.refresh(classifier)
-    assert watcher.problem is None and classifier.threshold_in_force() == (report["threshold"], "site")
+    assert watcher.threshold(classifier) == Threshold(report["threshold"], "site") and watcher.problem is None
     assert json.loads((data / SITE_FILE).read_text())["model_sha256"] == classifier.sha256
 
 

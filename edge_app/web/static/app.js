@@ -1,45 +1,14 @@
-// DermaEdge touch UI. Plain JS, no dependencies, no inline scripts (the CSP forbids them).
-//
-// The Screen page is a small state machine (data-state on #screen):
-//   ready  -> live preview, Capture enabled
-//   busy   -> the image being analysed is frozen on the left, the old result is cleared,
-//             Capture disabled, a second upload is refused with a message
-//   result -> the stored record's own image beside its result, until "New screening"
-//             (or Retake, or an upload) starts the next one; only then the preview returns.
-// Every capture/upload carries a request_id made here, so a repeated POST (double tap,
-// retry) gets the first record back. The id of the *next* screening is made and saved in
-// sessionStorage as soon as the screen is ready (long before the tap, so the browser has
-// written it even if the page reloads a moment after the tap); on load the page asks the
-// server for that id and shows the result it had not shown yet. Back from Details finds
-// the shown result the same way.
+// DermaEdge touch UI: the Screen page. Plain JS, no dependencies, no inline scripts (the CSP forbids them);
+// placeHeatmap() comes from heatmap.js (loaded first). A small state machine (data-state on #screen):
+//   ready  -> live preview, Capture enabled while the camera is live (else the card says why, and Upload)
+//   busy   -> the image being analysed frozen on the left, the old result cleared, a second upload refused
+//   result -> the stored record's own image beside its result until New screening (or Retake). Capture's
+//             slot then holds an inert "Result shown" block and New screening sits in Upload's slot, so a
+//             second tap where Capture was lands on nothing; a "refer" also needs "Referral noted" first.
+// Every capture/upload carries a request_id made here (a repeated POST gets the first record back). The
+// id of the *next* screening is saved in sessionStorage long before the tap; on load the page asks the
+// server for it and shows a result it had not shown yet. Back from Details finds the shown result the same way.
 "use strict";
-
-// A heatmap (transparent PNG of the class activation map) goes over the analysed square of its image:
-// box = [x0, y0, x1, y1] as fractions of the image. The image may be shown with object-fit cover or
-// contain (the Screen's left panel) or at its own aspect (the detail page); the overlay is placed on the
-// image's drawn pixels either way. Styles set from script pass the CSP.
-function placeHeatmap(overlay, image, box) {
-  const iw = image.naturalWidth, ih = image.naturalHeight;
-  const ew = image.clientWidth, eh = image.clientHeight;
-  if (!iw || !ih || !ew || !eh) return false;
-  const fit = getComputedStyle(image).objectFit;
-  const scale = fit === "cover" ? Math.max(ew / iw, eh / ih) : fit === "contain" ? Math.min(ew / iw, eh / ih) : null;
-  const dw = scale ? iw * scale : ew, dh = scale ? ih * scale : eh;
-  const ox = image.offsetLeft + (ew - dw) / 2, oy = image.offsetTop + (eh - dh) / 2;
-  overlay.style.left = (ox + box[0] * dw).toFixed(1) + "px";
-  overlay.style.top = (oy + box[1] * dh).toFixed(1) + "px";
-  overlay.style.width = ((box[2] - box[0]) * dw).toFixed(1) + "px";
-  overlay.style.height = ((box[3] - box[1]) * dh).toFixed(1) + "px";
-  return true;
-}
-
-for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) { // the detail page
-  const image = overlay.parentElement.querySelector(".heatmap-base");
-  const box = overlay.dataset.box.split(",").map(Number);
-  const place = () => placeHeatmap(overlay, image, box);
-  if (!place()) image.addEventListener("load", place);
-  window.addEventListener("resize", place);
-}
 
 (function () {
   const csrf = document.querySelector('meta[name="csrf-token"]')?.content || "";
@@ -59,12 +28,16 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
   const operator = $("operator");
   const lesionRef = $("lesion_ref");
   const result = $("result");
-  const KEY = { next: "dermaedge.next_request", pending: "dermaedge.pending", shown: "dermaedge.shown", lesion: "dermaedge.lesion_ref" };
+  const KEY = { next: "dermaedge.next_request", pending: "dermaedge.pending", shown: "dermaedge.shown",
+    lesion: "dermaedge.lesion_ref", ack: "dermaedge.referral_noted" };
   const TAP_GUARD_MS = 800; // taps this soon after a capture tap or a result belong to that screening
+  const RECENT_CHIPS = 6;
   let previewUrl = null;
   let uploadUrl = null;
   let cameraState = screen.dataset.camera;
+  let cameraView = null;
   let guardUntil = 0;
+  let shownRecord = null;
 
   const state = () => screen.dataset.state;
   const fmtMs = (ms) => ms.toFixed(1) + " ms"; // the Performance page and the detail page show one decimal too
@@ -81,13 +54,47 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     return id;
   }
 
-  // The operator survives reloads on this device (not patient data); the lesion reference only this tab.
+  // ------------------------------------------------------------- operator + lesion reference
+  // The operator survives reloads on this device (not patient data). The lesion reference belongs to the
+  // screening on screen: kept over a reload or Back, cleared by New screening; recent ones are chips.
+  // A correction takes the corrected record's reference (the server files it there too): shown, locked.
   operator.value = localStorage.getItem("dermaedge.operator") || "";
   operator.addEventListener("change", () => localStorage.setItem("dermaedge.operator", operator.value.trim()));
-  lesionRef.value = store.get(KEY.lesion) || "";
+  const locked = () => lesionRef.dataset.locked === "1";
+  if (!locked()) lesionRef.value = store.get(KEY.lesion) || "";
   lesionRef.addEventListener("input", () => store.set(KEY.lesion, lesionRef.value));
-  for (const chip of document.querySelectorAll(".chip-pick")) {
-    chip.addEventListener("click", () => { lesionRef.value = chip.dataset.ref; store.set(KEY.lesion, lesionRef.value); });
+  const recent = $("recent");
+
+  function pickChip(ref) {
+    if (locked()) return;
+    lesionRef.value = ref;
+    store.set(KEY.lesion, ref);
+  }
+  function addChip(ref) { // the reference just screened goes first, one tap away for the next lesion
+    if (!ref) return;
+    const old = [...recent.querySelectorAll(".chip-pick")].find((c) => c.dataset.ref === ref);
+    const chip = old || document.createElement("button");
+    if (!old) {
+      chip.type = "button";
+      chip.className = "chip chip-pick";
+      chip.dataset.ref = ref;
+      const text = document.createElement("span");
+      text.className = "chip-text";
+      text.textContent = ref;
+      chip.append(text);
+      chip.addEventListener("click", () => pickChip(ref));
+    }
+    recent.prepend(chip);
+    [...recent.querySelectorAll(".chip-pick")].slice(RECENT_CHIPS).forEach((c) => c.remove());
+    recent.hidden = locked();
+  }
+  for (const chip of recent.querySelectorAll(".chip-pick")) chip.addEventListener("click", () => pickChip(chip.dataset.ref));
+
+  function unlockLesion() {
+    if (!locked()) return;
+    delete lesionRef.dataset.locked;
+    lesionRef.readOnly = false;
+    lesionRef.removeAttribute("aria-readonly");
   }
 
   function notice(text) {
@@ -128,10 +135,10 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
         previewUrl = url;
         showPreview();
       } else {
-        const body = await r.json().catch(() => ({}));
         previewImg.hidden = true;
         previewEmpty.hidden = false;
-        previewEmpty.textContent = body.error || "Camera not ready";
+        previewEmpty.textContent = "No picture from the camera. Tap Upload to screen a photo.";
+        if (cameraState === "live") refreshStats(); // the camera just went: say so and turn Capture off now
       }
     } catch (e) {
       previewEmpty.hidden = false;
@@ -142,17 +149,15 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
   }
 
   // ------------------------------------------------------------- camera status + count
-  function setCamera(cam) {
+  function setCamera(cam, view) {
+    const changed = cam.state !== cameraState;
     cameraState = cam.state;
-    const pill = $("camera-status");
-    pill.className = "pill pill-" + cam.state;
-    let text = "Camera: " + cam.kind;
-    if (cam.state === "live") text += " · live";
-    else if (cam.state === "reconnecting") text += " · reconnecting" + (cam.retry_in_s !== undefined ? " in " + Math.ceil(cam.retry_in_s) + " s" : "");
-    else text = "No camera · upload only";
-    $("camera-text").textContent = text;
-    pill.title = cam.error || cam.source || "";
+    cameraView = view;
+    $("camera-status").className = "pill pill-" + cam.state;
+    $("camera-text").textContent = view.words;
+    $("camera-short").textContent = view.short;
     updateButtons();
+    if (state() === "ready" && (changed || cam.state === "reconnecting")) readyCard();
   }
 
   // The model in force can change while the page is open (`edge-app model install` / rollback).
@@ -160,31 +165,44 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     if (!m || !$("model-version")) return;
     $("model-version").textContent = m.model_version;
     $("model-sha").textContent = (m.model_sha256 || "").slice(0, 8);
-    $("model-card-link").hidden = !m.model_card_url;
+    $("model-card-part").hidden = !m.model_card_url;
     $("model-fallback").hidden = !m.fallback;
     $("model-fallback-text").textContent = m.fallback || "";
   }
 
-  async function refreshStats() {
+  let statsInFlight = null;
+  function refreshStats() {
+    if (!statsInFlight) statsInFlight = fetchStats().finally(() => { statsInFlight = null; });
+    return statsInFlight;
+  }
+  async function fetchStats() {
     try {
       const r = await fetch("/api/stats", { cache: "no-store" });
       if (!r.ok) return;
       const s = await r.json();
-      setCamera(s.camera);
+      setCamera(s.camera, s.camera_view);
       setModel(s.model);
-      const n = s.counts.total || 0;
-      $("count-text").textContent = n + " stored";
+      const count = $("count-text");
+      if (count) { count.textContent = (s.counts.total || 0) + " stored"; count.hidden = false; }
     } catch (e) { /* the next poll retries */ }
   }
 
   // ------------------------------------------------------------- states
+  const needsAck = () => shownRecord && shownRecord.decision === "malignant" && store.get(KEY.ack) !== shownRecord.id;
+
   function updateButtons() {
     const st = state();
+    const live = cameraState === "live";
     captureBtn.hidden = st === "result";
+    $("result-placeholder").hidden = st !== "result";
+    $("upload-label").hidden = st === "result";
     nextBtn.hidden = st !== "result";
-    captureBtn.disabled = st !== "ready" || cameraState !== "live";
+    nextBtn.disabled = st === "result" && needsAck();
+    captureBtn.disabled = st !== "ready" || !live;
     $("capture-text").textContent = st === "busy" ? "Analysing…" : "Capture";
     $("upload-label").classList.toggle("is-disabled", st === "busy");
+    $("upload-label").classList.toggle("btn-primary", !live);
+    $("upload-label").classList.toggle("btn-secondary", live);
   }
 
   function setState(st) {
@@ -210,7 +228,6 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     heatmap.removeAttribute("src");
     if (rec.heatmap_url) heatmap.dataset.src = rec.heatmap_url;
     $("heatmap-meaning").textContent = rec.heatmap_meaning_short || "";
-    $("heatmap-meaning").title = rec.heatmap_meaning || "";
     hideHeatmap(!!rec.heatmap_url);
   }
 
@@ -220,11 +237,16 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     if (!place()) shotImg.addEventListener("load", place, { once: true });
     heatmap.hidden = false;
     $("heatmap-meaning").hidden = false;
+    $("shot-caption").hidden = true; // the meaning takes the caption's place
     $("heatmap-toggle").setAttribute("aria-pressed", "true");
     $("heatmap-toggle").textContent = "Hide heatmap";
   }
 
-  $("heatmap-toggle").addEventListener("click", () => (heatmap.hidden ? showHeatmap() : hideHeatmap(true)));
+  $("heatmap-toggle").addEventListener("click", () => {
+    if (heatmap.hidden) { showHeatmap(); return; }
+    hideHeatmap(true);
+    $("shot-caption").hidden = !$("shot-caption").textContent;
+  });
   window.addEventListener("resize", () => { if (!heatmap.hidden && heatmapBox) placeHeatmap(heatmap, shotImg, heatmapBox); });
 
   function clearResult(stateName, title, sub) {
@@ -233,20 +255,35 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     $("decision-icon").textContent = "";
     $("decision").textContent = title;
     $("decision-sub").textContent = sub;
-    $("prob").hidden = true;
-    $("retake").hidden = true;
-    $("result-links").hidden = true;
-    $("latency-line").hidden = true;
+    for (const id of ["prob", "retake", "result-links", "latency-line", "camera-help", "refer-ack"]) $(id).hidden = true;
+  }
+
+  // The card while nothing is on screen: what to do next, and whether the camera can do it.
+  function readyCard() {
+    if (cameraState === "reconnecting") {
+      const lost = !!(cameraView && cameraView.reason);
+      clearResult("camera", lost ? "Camera not connected" : "Camera starting…",
+        lost ? "Capture is off until the camera is back." : "Capture turns on when the camera sends pictures.");
+      $("decision-icon").textContent = "!";
+      $("camera-help-text").textContent = (cameraView && cameraView.help) || "";
+      $("camera-reason").textContent = (cameraView && cameraView.reason) || "";
+      $("camera-reason").hidden = !(cameraView && cameraView.reason);
+      $("camera-help").hidden = false;
+      previewEmpty.textContent = "No picture from the camera. Tap Upload to screen a photo.";
+      return;
+    }
+    const upload = cameraState === "none";
+    clearResult("empty", "Ready to screen", upload ? "Tap Upload to screen a photo of the lesion."
+      : "Centre the lesion in the preview, then tap Capture.");
   }
 
   function ready() {
     store.del(KEY.shown);
+    shownRecord = null;
     setState("ready");
     if (previewUrl) { URL.revokeObjectURL(previewUrl); previewUrl = null; } // never show a frame from before the last screening
-    if (cameraState !== "none") previewEmpty.textContent = "Starting live preview…";
-    const upload = cameraState === "none";
-    clearResult("empty", "Ready to screen", upload ? "Tap Upload to screen a photo of the lesion."
-      : "Centre the lesion in the preview, then tap Capture.");
+    if (cameraState === "live") previewEmpty.textContent = "Starting live preview…";
+    readyCard();
     showPreview();
     pollPreview();
   }
@@ -265,6 +302,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
   }
 
   function showRecord(rec) {
+    shownRecord = rec;
     setState("result");
     guardUntil = performance.now() + TAP_GUARD_MS;
     store.set(KEY.shown, rec.id);
@@ -272,6 +310,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     const verdict = !noVerdict.has(rec.decision);
     const malignant = rec.decision === "malignant";
     result.dataset.state = verdict ? rec.decision : "none";
+    $("camera-help").hidden = true;
     $("decision-icon").textContent = !verdict ? "?" : malignant ? "!" : "✓";
     $("decision").textContent = ui.labels[rec.decision] || rec.decision;
     showShot(rec.image_url, "Analysed image · " + rec.time_local.slice(11) + (rec.lesion_ref ? " · " + rec.lesion_ref : ""));
@@ -284,20 +323,23 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
       $("prob").hidden = false;
       $("retake").hidden = true;
     } else {
+      // Said once: the title names the reason, the box says what to do about it.
       const outOfScope = rec.decision === "out_of_scope";
-      $("decision-sub").textContent = outOfScope ? "Not a dermoscopy image of a skin lesion: no call was made."
-        : "Quality check failed: no call was made.";
-      $("retake-title").textContent = outOfScope ? "Retake through the dermatoscope:" : "Fix this, then retake:";
+      $("decision-sub").textContent = outOfScope ? "No call was made on this photo."
+        : "No call was made: quality check failed.";
       $("prob").hidden = true;
-      const list = $("retake-list");
-      const lines = outOfScope ? [ui.reasons[rec.decision]] : rec.quality.messages || [];
-      list.replaceChildren(...lines.map((m) => {
+      const lines = outOfScope ? [] : rec.quality.messages || [];
+      $("retake-title").textContent = outOfScope ? "Retake through the dermatoscope, lesion centred."
+        : "Fix this, then retake:";
+      $("retake-list").replaceChildren(...lines.map((m) => {
         const li = document.createElement("li");
         li.textContent = m;
         return li;
       }));
+      $("retake-list").hidden = !lines.length;
       $("retake").hidden = false;
     }
+    $("refer-ack").hidden = !needsAck();
     offerHeatmap(rec);
     $("result-links").hidden = false;
     $("result-detail").href = rec.detail_url;
@@ -309,10 +351,19 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     if (t.end_to_end !== undefined) line += " · tap → result " + fmtMs(t.end_to_end);
     $("latency-line").textContent = line;
     $("latency-line").hidden = false;
+    if (rec.lesion_ref) { lesionRef.value = rec.lesion_ref; store.set(KEY.lesion, rec.lesion_ref); addChip(rec.lesion_ref); }
+    updateButtons();
   }
 
+  $("ack").addEventListener("click", () => {
+    if (!shownRecord || performance.now() < guardUntil) return;
+    store.set(KEY.ack, shownRecord.id);
+    $("refer-ack").hidden = true;
+    updateButtons();
+  });
+
   // ------------------------------------------------------------- one request per intent
-  async function submit(form, label) {
+  async function submit(form, label, kind) {
     if (state() === "busy") return;
     const requestId = nextRequestId();
     busy(label);
@@ -320,7 +371,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     form.append("operator", operator.value.trim());
     form.append("lesion_ref", lesionRef.value.trim());
     if (screen.dataset.corrects) form.append("corrects", screen.dataset.corrects);
-    store.set(KEY.pending, requestId);
+    store.set(KEY.pending, { id: requestId, kind: kind });
     try {
       const r = await fetch("/api/screenings", { method: "POST", body: form, headers: { "X-CSRF-Token": csrf } });
       const body = await r.json().catch(() => ({ error: "unexpected reply from the device (" + r.status + ")" }));
@@ -328,8 +379,12 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
       if (r.status === 403 && /CSRF/.test(body.error || "")) {
         showError("Session expired: reloading the page…");
         setTimeout(() => location.reload(), 1200);
+      } else if (r.status === 503 && kind === "capture") {
+        await refreshStats();
+        if (cameraState !== "live") { ready(); notice("That capture was not taken: the camera is not connected."); }
+        else showError("The camera did not answer in time. Tap Capture again, or Upload a photo.");
       } else if (!r.ok) {
-        showError(body.error || "error " + r.status);
+        showError(plainError(body.error || "error " + r.status));
       } else {
         showRecord(body);
         if (screen.dataset.corrects) {
@@ -346,23 +401,34 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     }
   }
 
+  // The server's message, starting with a capital; "cannot screen this file:" is said by the title already.
+  function plainError(message) {
+    const text = message.replace(/^cannot screen this (file|image): /, "");
+    return text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".");
+  }
+
   captureBtn.addEventListener("click", () => {
-    if (state() !== "ready" || performance.now() < guardUntil) return;
+    if (state() !== "ready" || cameraState !== "live" || performance.now() < guardUntil) return;
     guardUntil = performance.now() + TAP_GUARD_MS;
     shotBox.classList.remove("is-flash");
     void shotBox.offsetWidth; // restart the flash animation
     shotBox.classList.add("is-flash");
-    submit(new FormData(), "Analysing…");
+    submit(new FormData(), "Analysing…", "capture");
   });
 
   function startNext() {
-    if (state() !== "result" || performance.now() < guardUntil) return;
+    if (state() !== "result" || performance.now() < guardUntil || needsAck()) return;
+    unlockLesion(); // a new screening is a new lesion until the technician says otherwise
+    lesionRef.value = "";
+    store.del(KEY.lesion);
+    recent.hidden = !recent.querySelector(".chip-pick");
     ready();
   }
   nextBtn.addEventListener("click", startNext);
   $("retake-btn").addEventListener("click", () => {
-    if (cameraState === "none") { if (performance.now() >= guardUntil) uploadInput.click(); return; }
-    startNext();
+    if (performance.now() < guardUntil) return;
+    if (cameraState !== "live") { uploadInput.click(); return; } // the same lesion: its reference stays
+    ready();
   });
 
   uploadInput.addEventListener("change", () => {
@@ -377,7 +443,7 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
     form.append("image", file, file.name);
     uploadUrl = URL.createObjectURL(file);
     showShot(uploadUrl, "Analysing " + file.name);
-    submit(form, "Analysing upload…");
+    submit(form, "Analysing upload…", "upload");
   });
 
   // ------------------------------------------------------------- coming back (reload, Back from Details)
@@ -399,11 +465,13 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
   async function restore() {
     const pending = store.get(KEY.pending);
     if (pending) {
-      busy("Finishing the last screening…");
-      const rec = await findByRequest(pending, 15000);
+      const upload = pending.kind === "upload";
+      busy(upload ? "Finishing the last upload…" : "Finishing the last screening…");
+      const rec = await findByRequest(pending.id || pending, 15000);
       store.del(KEY.pending);
       if (rec) { showRecord(rec); return; }
-      showError("The last capture was interrupted and not saved. Capture again.");
+      showError(upload ? "The last upload was interrupted and not saved. Upload the photo again."
+        : "The last capture was interrupted and not saved. Capture again.");
       return;
     }
     const next = store.get(KEY.next);
@@ -426,6 +494,6 @@ for (const overlay of document.querySelectorAll(".heatmap-overlay[data-box]")) {
   refreshStats();
   restore();
   setInterval(pollPreview, 500);
-  setInterval(refreshStats, 5000);
+  setInterval(refreshStats, 2000);
   document.addEventListener("visibilitychange", () => { if (!document.hidden) { pollPreview(); refreshStats(); } });
 })();
