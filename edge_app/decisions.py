@@ -33,9 +33,8 @@ LABELS = {
 
 # Why there is no verdict, in words for the screen (the quality gate lists its own flags instead).
 NO_VERDICT_REASONS = {
-    OUT_OF_SCOPE: ("This does not look like a dermoscopy image, so no verdict. A dermoscopy image looks like this: "
-                   "taken through the dermatoscope on the skin, the lesion centred and large in an evenly lit frame, "
-                   "often inside a dark round rim. Retake it that way."),
+    OUT_OF_SCOPE: ("This does not look like a dermoscopy image. Retake through the dermatoscope: lesion centred and "
+                   "large, evenly lit, often in a dark round rim."),
 }
 
 

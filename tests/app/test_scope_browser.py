@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.app.conftest import lesion_image, model_path
-from tests.app.test_e2e_browser import ARTIFACTS, CHROMIUM, VERDICT_WORDS, serve_app, wait_result
+from tests.app.test_e2e_browser import ARTIFACTS, CHROMIUM, VERDICT_WORDS, assert_result_fits, serve_app, wait_result
 from tests.conftest import REPO, real_dermoscopy
 
 PHONE_PHOTOS = REPO.parent / "shared" / "data" / "pad_ufes20"
@@ -98,9 +98,10 @@ def test_a_picture_that_is_not_dermoscopy_is_told_so_with_what_dermoscopy_looks_
     card = page.locator("#result").inner_text()
     assert not VERDICT_WORDS.search(card) and not PERCENT.search(card), card
     expect(page.locator("#prob")).to_be_hidden()
-    advice = page.locator("#retake-list").inner_text()
-    assert "dermatoscope" in advice and "looks like" in advice, advice  # what a dermoscopy image looks like
+    advice = page.locator("#retake").inner_text()
+    assert "dermatoscope" in advice and "lesion centred" in advice, advice  # what a dermoscopy image looks like
     assert not re.search(r"too dark|over-exposed|blurry|no lesion", advice, re.IGNORECASE), advice  # not the gate's advice
+    assert_result_fits(page)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"scope-{make.__name__}-800x480.png"))
 
