@@ -33,8 +33,8 @@ LABELS = {
 
 # Why there is no verdict, in words for the screen (the quality gate lists its own flags instead).
 NO_VERDICT_REASONS = {
-    OUT_OF_SCOPE: ("This does not look like a dermoscopy image. Retake through the dermatoscope: lesion centred and "
-                   "large, evenly lit, often in a dark round rim."),
+    # One line on what a dermoscopy image looks like (the screen's title already says "not dermoscopy").
+    OUT_OF_SCOPE: "Retake through the dermatoscope: lesion centred and large, evenly lit, often in a dark round rim.",
 }
 
 

@@ -61,8 +61,10 @@ def upload(page, base: str, path: Path) -> dict:
     with page.expect_response(lambda r: r.url.endswith("/api/screenings") and r.request.method == "POST") as reply:
         page.set_input_files("#upload", str(path))
     assert reply.value.status == 201, reply.value.text()
+    record = reply.value.json()
     wait_result(page, "none")
-    return reply.value.json()
+    expect(page.locator("#shot")).to_have_attribute("src", record["image_url"], timeout=15_000)  # this record's result
+    return record
 
 
 def phone_photo(tmp_path: Path) -> Path:
