@@ -96,7 +96,8 @@ def scope_block(data, student: np.ndarray, where: np.ndarray, novelty, head, rep
         o = (nov.score_descriptors(student[m]) > nov.threshold) | (net.score_descriptors(data.features[where][m]) > net.threshold)
         left_out[s] = {"flagged": round(float(o.mean()), 4), "n": int(m.sum())}
     counts = {f"{r}/{k}": int(((data.role == r) & (data.kind == k) & (data.aug >= 0) & (data.split != "test")).sum())
-              for r, k in sorted({(r, k) for r, k, a in zip(data.role, data.kind, data.aug) if a >= 0})}
+              for r, k in sorted({(r, k) for r, k, a, sp in zip(data.role, data.kind, data.aug, data.split)
+                                  if a >= 0 and sp not in ("val", "test")})}
     return {
         "method": "novelty distance on the student's features | scope network (ImageNet EfficientNet-Lite0 on the "
                   "decoded frame, int8) + logistic head",
