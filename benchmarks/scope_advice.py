@@ -89,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
             rows = list(csv.DictReader(f))
         groups["not_dermoscopy_phone_photo"] = (False, [read_image(phone.parent / r["file"], min_side=clf.decode_min_side)
                                                         for r in rows[: args.n]])
+    if not derm:
+        print("error: no work done: the test split names no readable dermoscopy image", file=sys.stderr)
+        return 1
     report = {}
     for name, (is_derm, frames) in groups.items():
         results = [screen_image(clf, im) for im in frames]

@@ -96,7 +96,8 @@ class ScopeModel:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray] | np.lib.npyio.NpzFile, prefix: str = "scope_") -> ScopeModel:
-        a = {k: np.asarray(arrays[f"{prefix}{k}"]) for k in ("mean", "scale", "components", "sigma", "residual_scale", "threshold")}
+        keys = ("mean", "scale", "components", "sigma", "residual_scale", "threshold")
+        a = {k: np.asarray(arrays[f"{prefix}{k}"]) for k in keys}
         model = cls(a["mean"].astype(np.float32), a["scale"].astype(np.float32), a["components"].astype(np.float32),
                     a["sigma"].astype(np.float32), float(a["residual_scale"]), float(a["threshold"]))
         d = model.mean.shape[0]

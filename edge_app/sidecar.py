@@ -55,5 +55,6 @@ class Sidecar:
         if cam.weights.ndim != 1:
             raise ValueError("CAM weights must be a vector")
         if scope.novelty.mean.shape[0] != 2 * cam.weights.shape[0]:
-            raise ValueError(f"scope arrays ({scope.novelty.mean.shape[0]} values) do not fit {cam.weights.shape[0]} feature channels")
+            raise ValueError(f"scope arrays ({scope.novelty.mean.shape[0]} values) do not fit "
+                             f"{cam.weights.shape[0]} feature channels")
         return cls(scope, cam)

@@ -101,7 +101,8 @@ def scope_block(data, student: np.ndarray, where: np.ndarray, novelty, head, rep
     return {
         "method": "novelty distance on the student's features | scope network (ImageNet EfficientNet-Lite0 on the "
                   "decoded frame, int8) + logistic head",
-        "descriptor": "novelty: spatial mean + std of the student's last feature map; scope network: mean + std of the outputs of three of its blocks",
+        "descriptor": ("novelty: spatial mean + std of the student's last feature map; scope network: mean + std of the "
+                       "outputs of three of its blocks"),
         "components": int(novelty.components.shape[0]),
         "threshold": 0.0,
         "novelty_threshold": novelty.threshold,
@@ -253,7 +254,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("model", type=Path, help="an exported .tflite with its .json and .aux.npz beside it")
     ap.add_argument("--data", type=Path, default=Path("../shared/data"),
                     help="folder with the staged datasets (dermoscopy sources and pad_ufes20)")
-    ap.add_argument("--splits", type=Path, default=None, help="folder with val.csv and test.csv (default: splits/ beside the model)")
+    ap.add_argument("--splits", type=Path, default=None,
+                    help="folder with val.csv and test.csv (default: splits/ beside the model)")
     ap.add_argument("--weights", type=Path, default=Path("../shared/weights"),
                     help="ImageNet EfficientNet-Lite weights, to make the scope network (needs the train extra)")
     ap.add_argument("--rebuild-net", action="store_true", help="make the scope network again even if the model has one")
