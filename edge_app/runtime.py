@@ -15,6 +15,9 @@ probabilities) and a sidecar (`<model>.aux.npz`, sha256 in the manifest) also
 gives a scope score (`edge_app.scope`; an image out of scope gets no verdict,
 `decisions.decide`) and, on request, a class activation map (`edge_app.explain`).
 A model without them still loads: scope unknown (`in_scope` None), no heatmap.
+A manifest may also name a scope network (`scope_model`, `<model>.scope.tflite`,
+`edge_app.scope_net`): checked like the model (sha256, golden self-test) and run on
+the decoded frame itself for the scope score.
 
 The classifier decides nothing: the device path (`device_path`) passes its
 probability, the threshold in force and the gates' answers to `decisions.decide`.
