@@ -60,7 +60,7 @@ class Settings:
     retention_gb: float = 0.0
     num_threads: int = 2
     threads: int = 4  # waitress worker threads
-    preview_fps: float = 4.0
+    preview_fps: float = 12.0
     secret_key: str = ""  # signs the UI session (CSRF token); random per start when empty
     allow_unsigned_models: bool = False  # `edge-app model install` of a bundle without a signature
 

@@ -38,23 +38,25 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, data: bytes, sync_dir: bool = True) -> None:
+def write_atomic(path: str | Path, data: bytes, sync_dir: bool = True, durable: bool = True) -> None:
     """Write via a temp file in the same directory, fsync, rename, fsync the directory
-    (`sync_dir=False`: the caller fsyncs it once after several renames). On any error the
-    old content stays and no temp file is left."""
+    (`sync_dir=False`: the caller fsyncs it once after several renames; `durable=False`: no fsync
+    at all, for a file that can be made again, so a reader still never sees half of it). On any
+    error the old content stays and no temp file is left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if sync_dir:
+    if sync_dir and durable:
         fsync_dir(path.parent)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from . import renditions
 from .camera.loop import CaptureLoop
 from .device_path import DeviceResult, screen_bytes, screen_image
 from .images import ImageDecodeError, encode_jpeg, file_extension, reduce_to
@@ -54,6 +55,7 @@ class _Job:
     lesion_ref: str
     corrects: str | None
     image: np.ndarray | None = None  # camera frame, already scaled; None for an upload (decoded on the worker)
+    frame: np.ndarray | None = None  # camera frame at full resolution, for its screen rendition (made after the reply)
     frame_size: tuple[int, int] = (0, 0)  # camera frame's own (width, height)
     max_pixels: int | None = None  # upload's pixel cap
     extra_timings: dict[str, float] = field(default_factory=dict)
@@ -87,6 +89,8 @@ class ScreeningService:
         self._busy_since: float | None = None
         self._in_flight: dict[str, Future] = {}
         self._in_flight_lock = threading.Lock()
+        self._capturing = 0  # captures between their request's arrival and their job's queueing
+        self._capturing_lock = threading.Lock()
         self.started_at = time.time()
         self.site = SiteWatcher(store.data_dir)  # the threshold in force: the site's when calibrated, else the model's
         self.site.refresh(classifier)
@@ -150,20 +154,32 @@ class ScreeningService:
                                  request_id=request_id))
 
     def screen_capture(self, operator: str = "", lesion_ref: str = "", corrects: str | None = None,
-                       request_id: str | None = None) -> ScreeningRecord:
-        """Full-quality frame from the live camera -> stored record. Raises CameraUnavailable."""
+                       request_id: str | None = None, frame_id: int | None = None) -> ScreeningRecord:
+        """Full-quality frame from the live camera -> stored record. Raises CameraUnavailable.
+
+        `frame_id`: the preview frame that was on screen at the tap; that very frame is screened, or
+        FrameExpired (a CameraError) is raised when it is no longer kept. Without it, a new still."""
+        with self._capturing_lock:
+            self._capturing += 1  # from now on the live preview and guidance step aside (is_busy)
+        try:
+            return self._screen_capture(operator, lesion_ref, corrects, request_id, frame_id)
+        finally:
+            with self._capturing_lock:
+                self._capturing -= 1
+
+    def _screen_capture(self, operator: str, lesion_ref: str, corrects: str | None, request_id: str | None,
+                        frame_id: int | None) -> ScreeningRecord:
         start = time.perf_counter()
-        frame = self.capture_loop.capture()
+        frame = self.capture_loop.capture() if frame_id is None else self.capture_loop.frame(frame_id)
         capture_ms = (time.perf_counter() - start) * 1000.0
         t0 = time.perf_counter()
         jpeg = encode_jpeg(frame, self.jpeg_quality)  # the one encode: this JPEG is the record's image
         t1 = time.perf_counter()
         height, width = frame.shape[:2]
         image = reduce_to(frame, self.classifier.decode_min_side)
-        del frame  # the full-resolution frame is not kept past its encode
         timings = {"capture": capture_ms, "encode": (t1 - t0) * 1000.0, "scale": (time.perf_counter() - t1) * 1000.0}
         return self._submit(_Job(jpeg, self.capture_loop.camera.kind, operator, lesion_ref, corrects, image=image,
-                                 frame_size=(width, height), extra_timings=timings, request_id=request_id))
+                                 frame=frame, frame_size=(width, height), extra_timings=timings, request_id=request_id))
 
     def _submit(self, job: _Job, timeout_s: float = 60.0) -> ScreeningRecord:
         """Queue one screening on the worker and wait for its own result."""
@@ -244,16 +260,32 @@ class ScreeningService:
             operator=job.operator, lesion_ref=job.lesion_ref, source=job.source, corrects=job.corrects,
             request_id=job.request_id,
         )
+        self._save_rendition(job, record, result.image)
         # Storing happens after the row is written, so its time is reported but not part of the record.
         record.timings_ms["store"] = round((time.perf_counter() - t1) * 1000.0, 3)
         self.stats.add(record.timings_ms)
         return record
+
+    def _save_rendition(self, job: _Job, record: ScreeningRecord, analysed: np.ndarray) -> None:
+        """The record's screen rendition, before the reply, from pixels at hand (no second decode): a camera
+        frame at full resolution, an upload as the device path decoded it (a big JPEG at 1/2-1/8 scale, what
+        the quality gate saw). A failure leaves it to be made from the original on first view."""
+        frame, job.frame = job.frame, None
+        pixels = frame if frame is not None else analysed
+        try:
+            renditions.ensure(self.store.data_dir / record.image_path, lambda: renditions.from_frame(pixels))
+        except Exception:  # the record is stored; its rendition is made on first view instead
+            log.exception("screen rendition of %s not made now; made on first view", record.id)
 
     def record_end_to_end(self, ms: float) -> None:
         """Request-to-response time as seen by the web layer (includes capture and queueing)."""
         self.stats.add({"end_to_end": ms})
 
     # ------------------------------------------------------------------ health
+
+    def is_busy(self) -> bool:
+        """A screening is running or waiting, or a capture is being taken (the live preview and guidance step aside)."""
+        return self._capturing > 0 or self._busy_since is not None or not self._jobs.empty()
 
     def worker_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

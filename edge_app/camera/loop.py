@@ -1,6 +1,7 @@
 """The capture loop: the one thread that owns the camera.
 
-It keeps the latest frame and a low-rate JPEG preview for the UI, serves
+It keeps the last frames by id (`ring.FrameRing`: the live preview shows them, and
+Capture analyses the one that was on screen at the tap), serves
 full-quality capture requests from other threads (a camera is not thread-safe),
 and when the camera disappears it reports the error and re-opens it with
 exponential backoff. A heartbeat, refreshed at least every `tick_s` even when
@@ -10,28 +11,34 @@ idle, lets the service watchdog notice a hung camera driver.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
 from concurrent.futures import Future
 from typing import Any
 
-import cv2
 import numpy as np
 
-from ..images import encode_jpeg
+from ..images import encode_jpeg, shrink_to_fit
 from . import Camera, CameraError, CameraUnavailable
+from .ring import FrameRing
 
 log = logging.getLogger(__name__)
 
-PREVIEW_MAX_SIDE = 480
+# A preview frame fits inside this: the Screen's preview panel is 376x280 on the 800x480 kiosk. Bigger frames
+# cost the kiosk browser decode time that competes with the device path on the Pi's cores (measured:
+# benchmarks/browser_latency.py); the frame Capture analyses is the camera's own, at full resolution.
+PREVIEW_BOX = (480, 360)
+PREVIEW_QUALITY = 75
+RING_SECONDS = 1.2  # frames kept: the tap's frame is still there when its POST arrives (1280x960 at 12 fps: 15 frames, 55 MB)
 
 
 class CaptureLoop:
     def __init__(
         self,
         camera: Camera,
-        preview_fps: float = 4.0,
+        preview_fps: float = 12.0,
         backoff_initial_s: float = 1.0,
         backoff_max_s: float = 30.0,
         tick_s: float = 0.5,
@@ -45,7 +52,7 @@ class CaptureLoop:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._preview_jpeg: bytes | None = None
+        self.ring = FrameRing(max(6, math.ceil(RING_SECONDS * preview_fps)), encode=preview_jpeg_of)
         self._heartbeat = time.monotonic()
         self._is_open = False
         self._error: str | None = None
@@ -104,8 +111,16 @@ class CaptureLoop:
             raise CameraUnavailable(f"camera did not deliver a frame within {timeout_s:.0f} s") from None
 
     def preview_jpeg(self) -> bytes | None:
-        with self._lock:
-            return self._preview_jpeg
+        """The newest frame's preview JPEG (made once per frame, shared by every viewer)."""
+        newest = self.ring.wait_jpeg(0, 0)
+        return newest[1] if newest else None
+
+    def frame(self, frame_id: int) -> np.ndarray:
+        """The frame a preview showed as `frame_id`, at the camera's resolution. Raises FrameExpired
+        (`CameraError`) when it is no longer kept, CameraUnavailable without a camera."""
+        if not self.has_camera:
+            self.camera.capture()  # raises the source's own message
+        return self.ring.frame(frame_id)
 
     def status(self) -> dict[str, Any]:
         with self._lock:
@@ -132,8 +147,10 @@ class CaptureLoop:
                 continue
             self._serve_requests(0)
             now = time.monotonic()
-            if now >= next_preview:
-                next_preview = now + self.preview_interval_s
+            if now >= next_preview:  # a steady cadence: a late frame does not push every later one back
+                next_preview += self.preview_interval_s
+                if next_preview <= now:
+                    next_preview = now + self.preview_interval_s
                 try:
                     frame = self.camera.read()
                 except Exception as exc:  # noqa: BLE001 - any driver failure: report and reconnect
@@ -141,9 +158,7 @@ class CaptureLoop:
                     continue
                 if frame is not None:
                     self.frames += 1
-                    jpeg = encode_jpeg(_shrink(frame), quality=75)
-                    with self._lock:
-                        self._preview_jpeg = jpeg
+                    self.ring.push(frame)
             self._serve_requests(min(self.tick_s, max(0.0, next_preview - time.monotonic())))
 
     def _serve_requests(self, wait_s: float) -> None:
@@ -185,12 +200,12 @@ class CaptureLoop:
         self._close_camera()
         with self._lock:
             self._error = str(exc) if isinstance(exc, CameraError) else f"{type(exc).__name__}: {exc}"
-            self._preview_jpeg = None
             self._reopens += 1
             self._retry_at = time.monotonic() + self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, self.backoff_max_s)
 
     def _close_camera(self) -> None:
+        self.ring.clear()
         with self._lock:
             was_open, self._is_open = self._is_open, False
         if was_open:
@@ -200,9 +215,10 @@ class CaptureLoop:
                 log.warning("camera close failed: %s", exc)
 
 
+def preview_jpeg_of(frame: np.ndarray) -> bytes:
+    """A frame shrunk to fit the kiosk screen, as JPEG."""
+    return encode_jpeg(_shrink(frame), quality=PREVIEW_QUALITY)
+
+
 def _shrink(frame: np.ndarray) -> np.ndarray:
-    h, w = frame.shape[:2]
-    scale = PREVIEW_MAX_SIDE / max(h, w)
-    if scale >= 1.0:
-        return frame
-    return cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return shrink_to_fit(frame, *PREVIEW_BOX)

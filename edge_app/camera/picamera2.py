@@ -1,8 +1,9 @@
 """The Raspberry Pi camera through picamera2 / libcamera.
 
 `picamera2` exists only on a Pi (apt `python3-picamera2`), so it is imported
-when the camera is opened. A low-resolution preview stream runs all the time;
-a tap switches to the full-resolution still mode for one frame and back.
+when the camera is opened. A 1280x960 preview stream runs all the time (the live
+preview, and the frames Capture analyses by id); a capture without a frame id
+switches to the full-resolution still mode for one frame and back.
 Only documented API is used: Picamera2(), create_preview_configuration,
 create_still_configuration, configure, start, capture_array,
 switch_mode_and_capture_array, stop, close.
@@ -17,7 +18,9 @@ import numpy as np
 
 from . import CameraError
 
-PREVIEW_SIZE = (640, 480)
+# The preview stream's frames are what Capture analyses (capture by preview frame id, camera/ring.py), so
+# they are taken at a size worth screening, like a USB dermatoscope's; the screen gets them shrunk.
+PREVIEW_SIZE = (1280, 960)
 
 
 class Picamera2Camera:

@@ -62,7 +62,7 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
         RETENTION_DAYS=0,
         RETENTION_GB=0,
         NUM_THREADS=2,
-        PREVIEW_FPS=4.0,
+        PREVIEW_FPS=12.0,
         MAX_PIXELS=50_000_000,
         SECRET_KEY=None,
         CLASSIFIER=None,
@@ -114,11 +114,13 @@ def create_app(test_config: Mapping[str, Any] | None = None) -> Flask:
     service.start()
     app.extensions[EXTENSION] = service
 
-    from . import access, api, errors, pages, security
+    from . import access, api, errors, live, pages, referral_pages, security
 
     app.register_blueprint(access.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(live.bp)
+    app.register_blueprint(referral_pages.bp)
     errors.install_handlers(app)
     security.install_headers(app)
     return app

@@ -7,8 +7,9 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context, url_for
 
-from .. import __version__
+from .. import __version__, renditions
 from ..camera import CameraUnavailable
+from ..camera.ring import FrameExpired
 from ..explain import overlay_png
 from ..images import ImageDecodeError
 from ..screening import QueueFull
@@ -85,6 +86,7 @@ def create():
     upload = request.files.get("image")
     if upload is None and request.files:
         raise ApiError(400, f"upload the file in the 'image' field (got {', '.join(request.files)})")
+    frame_id = frame_id_field(upload is not None)
 
     def screen():
         if upload is not None:
@@ -93,7 +95,7 @@ def create():
                 raise ApiError(400, "the uploaded file is empty (0 bytes)" if upload.filename else "no image file selected")
             return service.screen_upload(data, operator, lesion_ref, corrects, max_pixels=current_app.config["MAX_PIXELS"],
                                          request_id=request_id)
-        return service.screen_capture(operator, lesion_ref, corrects, request_id=request_id)
+        return service.screen_capture(operator, lesion_ref, corrects, request_id=request_id, frame_id=frame_id)
 
     try:
         record, created = service.once(request_id, screen)
@@ -101,6 +103,8 @@ def create():
         raise ApiError(422, f"cannot screen this file: {exc}") from None
     except CameraUnavailable as exc:
         raise ApiError(503, str(exc)) from None
+    except FrameExpired as exc:  # never another frame instead of the one on screen
+        raise ApiError(410, f"the frame on screen at the tap cannot be analysed: {exc}") from None
     except QueueFull as exc:
         raise ApiError(503, str(exc)) from None
     except RecordNotFound:
@@ -130,6 +134,16 @@ def corrected_record(record_id: str) -> ScreeningRecord:
         except RecordNotFound:
             pass
     raise ApiError(404, f"screening to correct {record_id!r} not found")
+def frame_id_field(is_upload: bool) -> int | None:
+    """`frame_id`: the live preview frame on screen at the tap (capture only)."""
+    value = (request.form.get("frame_id") or "").strip()
+    if not value:
+        return None
+    if is_upload:
+        raise ApiError(400, "frame_id goes with a capture, not with an uploaded image")
+    if not value.isdigit() or len(value) > 18:
+        raise ApiError(400, f"frame_id must be a preview frame number, got {value[:20]!r}")
+    return int(value)
 
 
 @bp.get("/api/screenings")
@@ -149,12 +163,17 @@ def get(record_id: str):
 
 @bp.get("/api/screenings/<record_id>/image")
 def image(record_id: str):
+    """The stored original (byte-identical), `?size=thumb` its thumbnail, `?size=screen` its screen rendition."""
     record_or_404(record_id)
-    thumb = request.args.get("size") == "thumb"
+    size = request.args.get("size")
     try:
-        path = get_service().store.image_file(record_id, thumbnail=thumb)
-    except RecordNotFound:
+        path = get_service().store.image_file(record_id, thumbnail=size == "thumb")
+        if size == "screen":
+            path = renditions.ensure(path, max_pixels=current_app.config["MAX_PIXELS"])
+    except (RecordNotFound, FileNotFoundError):
         raise ApiError(404, f"image of screening {record_id} is missing on disk") from None
+    except ImageDecodeError as exc:
+        raise ApiError(422, f"the stored image of screening {record_id} cannot be shown: {exc}") from None
     return send_file(path, mimetype=IMAGE_TYPES.get(path.suffix, "application/octet-stream"), max_age=0, conditional=False)
 
 

@@ -14,6 +14,7 @@ from ..store import RecordNotFound, ScreeningRecord, is_record_id
 from . import get_service
 from .camera_view import camera_view
 from .chart import latency_svg, trend_svg
+from .live import BROWSER_KEYS, browser_stats
 from .model_info import card_html, model_card_file, model_json
 from .records import (
     THRESHOLD_SOURCE_TEXT,
@@ -129,4 +130,5 @@ def performance():
              "rolling": latency.get(s)} for s in STAGES + EXTRA_STAGES]
     return render_template("performance.html", rows=rows, this=record_json(this) if this else None,
                            plot=latency_svg(list(reversed(last))), plot_last=PLOT_LAST,
-                           window=service.stats.window, model=model_json())
+                           window=service.stats.window, model=model_json(), browser=browser_stats(),
+                           browser_names=BROWSER_KEYS)

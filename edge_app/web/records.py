@@ -84,7 +84,8 @@ def record_json(record: ScreeningRecord) -> dict[str, Any]:
     d["heatmap_meaning"] = HEATMAP_MEANING if shown else None
     d["heatmap_meaning_short"] = HEATMAP_MEANING_SHORT if shown else None  # the result screen's one line
     d["heatmap_box"] = record.explain.get("box", [0.0, 0.0, 1.0, 1.0]) if shown else None
-    d["image_url"] = url_for("api.image", record_id=record.id)
+    d["image_url"] = url_for("api.image", record_id=record.id)  # the original, byte-identical (download)
+    d["screen_url"] = url_for("api.image", record_id=record.id, size="screen")  # what screens show (renditions.py)
     d["thumbnail_url"] = url_for("api.image", record_id=record.id, size="thumb")
     d["detail_url"] = url_for("pages.screening", record_id=record.id)
     d["follow_up_url"] = url_for("pages.follow_up", lesion_ref=record.lesion_ref) if record.lesion_ref else None

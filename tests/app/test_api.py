@@ -301,7 +301,7 @@ def test_concurrent_posts_with_one_request_id_wait_for_the_first_and_store_one(c
         t.join(30)
     assert sorted(r.status_code for r in results) == [200, 200, 200, 201]
     assert len({r.get_json()["id"] for r in results}) == 1
-    assert len(stored_files(app)) == 2  # one image + its thumbnail
+    assert len(stored_files(app)) == 3  # one image + its thumbnail + its screen rendition
 
 
 def test_request_id_is_remembered_across_a_restart(make_app, camera, tmp_path):

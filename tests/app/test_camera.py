@@ -110,7 +110,7 @@ def test_picamera2_adapter_uses_only_the_real_api(fake_picamera2):
     still = cam.capture()
     cam.close()
     fake = fake_picamera2.instances[0]
-    assert preview.shape == (480, 640, 3) and preview.dtype == np.uint8
+    assert preview.shape == (960, 1280, 3) and preview.dtype == np.uint8
     assert still.shape == (3040, 4056, 3)
     assert fake.calls == ["create_preview_configuration", "create_still_configuration", "configure", "start",
                           "capture_array", "switch_mode_and_capture_array", "stop", "close"]

@@ -175,7 +175,7 @@ def open_screen(page, base: str) -> None:
 
     page.goto(base + "/")
     expect(page.locator("#screen")).to_have_attribute("data-state", "ready", timeout=10_000)
-    expect(page.locator("#preview")).to_be_visible(timeout=10_000)
+    expect(page.locator("#live")).to_be_visible(timeout=10_000)
     expect(page.locator("#capture")).to_be_enabled(timeout=10_000)
 
 
@@ -212,12 +212,12 @@ def test_result_sits_beside_the_records_own_image_and_busy_clears_the_old_result
     rec = newest(base)
     shot = page.locator("#shot")
     expect(shot).to_be_visible()
-    expect(page.locator("#preview")).to_be_hidden()
-    assert shot.get_attribute("src") == rec["image_url"]
+    expect(page.locator("#live")).to_be_hidden()
+    assert shot.get_attribute("src") == rec["screen_url"]
     shown = page.evaluate("async (u) => Array.from(new Uint8Array(await (await fetch(u)).arrayBuffer()))", rec["image_url"])
     assert hashlib.sha256(bytes(shown)).hexdigest() == rec["image_sha256"]
     page.wait_for_timeout(1200)  # the folder camera moves on; the analysed image stays
-    assert shot.get_attribute("src") == rec["image_url"] and page.locator("#preview").is_hidden()
+    assert shot.get_attribute("src") == rec["screen_url"] and page.locator("#live").is_hidden()
     expect(page.locator("#prob-text")).to_have_text("Malignant probability " + rec["probability_text"])
     expect(page.locator("#latency-line")).to_contain_text("Analysed in")
     # the result is the largest text on the screen; probability and disclaimer readable
@@ -234,7 +234,7 @@ def test_result_sits_beside_the_records_own_image_and_busy_clears_the_old_result
     page.route("**/api/screenings", lambda route: held.append(route) if route.request.method == "POST" else route.continue_())
     page.wait_for_timeout(900)  # past the double-tap guard
     page.click("#next")
-    expect(page.locator("#preview")).to_be_visible(timeout=5_000)
+    expect(page.locator("#live")).to_be_visible(timeout=5_000)
     page.click("#capture")
     expect(page.locator("#result")).to_have_attribute("data-state", "busy")
     for hidden in ("#prob", "#result-links", "#latency-line", "#retake"):
@@ -262,7 +262,7 @@ def test_a_double_tap_on_capture_stores_one_record_and_keeps_the_result(page, se
     page.wait_for_timeout(1000)
     assert total(base) == before + 1
     expect(page.locator("#shot")).to_be_visible()  # the second tap did not dismiss the result
-    assert page.locator("#shot").get_attribute("src") == newest(base)["image_url"]
+    assert page.locator("#shot").get_attribute("src") == newest(base)["screen_url"]
 
 
 def test_a_dark_blurry_upload_gets_no_verdict_and_offers_retake(page, server):
@@ -285,12 +285,12 @@ def test_a_dark_blurry_upload_gets_no_verdict_and_offers_retake(page, server):
     colours = page.evaluate("""() => [getComputedStyle(document.querySelector('#decision')).color,
         getComputedStyle(document.querySelector('#result')).borderLeftColor]""")
     assert not {"rgb(31, 122, 77)", "rgb(180, 35, 24)"} & set(colours), colours  # neither benign green nor malignant red
-    assert page.locator("#shot").get_attribute("src") == reply.value.json()["image_url"]
+    assert page.locator("#shot").get_attribute("src") == reply.value.json()["screen_url"]
     assert_result_fits(page)
     assert_layout(page, "inconclusive")
     page.wait_for_timeout(900)
     page.click("#retake-btn")
-    expect(page.locator("#preview")).to_be_visible(timeout=5_000)
+    expect(page.locator("#live")).to_be_visible(timeout=5_000)
     expect(page.locator("#screen")).to_have_attribute("data-state", "ready")
 
 
@@ -339,7 +339,7 @@ def test_a_reload_during_a_capture_shows_its_result_and_keeps_the_lesion_referen
     wait_result(page)
     rec = newest(base)
     assert rec["lesion_ref"] == "P-RELOAD"
-    assert page.locator("#shot").get_attribute("src") == rec["image_url"]
+    assert page.locator("#shot").get_attribute("src") == rec["screen_url"]
     expect(page.locator("#lesion_ref")).to_have_value("P-RELOAD")
     assert total(base) == before + 1
 
@@ -367,7 +367,7 @@ def test_back_from_details_keeps_the_screen_and_the_lesion_reference(page, serve
             page.wait_for_load_state("load")
         wait_result(page)
         expect(page.locator("#lesion_ref")).to_have_value("P-BACK")
-        assert page.locator("#shot").get_attribute("src") == rec["image_url"], how
+        assert page.locator("#shot").get_attribute("src") == rec["screen_url"], how
 
 
 def test_history_follow_up_and_performance_fit_and_have_big_targets(page, server):

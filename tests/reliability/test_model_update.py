@@ -83,8 +83,8 @@ def test_signed_bundle_installs_and_the_app_screens_with_it(make_app, models, ke
     page = client.get("/").get_data(as_text=True)
     assert bundles["version"] + "-site" in page and 'href="/model/card"' in page
     card = client.get("/model/card")
-    first_line = (models.dir / installed.id / "MODEL_CARD.md").read_text().splitlines()[0]
-    assert card.status_code == 200 and html.escape(first_line, quote=False) in card.get_data(as_text=True)
+    title = (models.dir / installed.id / "MODEL_CARD.md").read_text().splitlines()[0].removeprefix("# ")
+    assert card.status_code == 200 and html.escape(title, quote=False) + "</h1>" in card.get_data(as_text=True)
 
     event = audit_events(models)[-1]
     assert (event["event"], event["key"], event["signed"], event["version"]) == ("model_install", KEY_NAME, True,

@@ -122,6 +122,7 @@
 
   let previewInFlight = false;
   async function pollPreview() {
+    if (window.dermaPreview) return; // preview.js streams the live frames instead
     if (document.hidden || cameraState === "none" || previewInFlight || state() !== "ready") return;
     previewInFlight = true;
     try {
@@ -313,7 +314,7 @@
     $("camera-help").hidden = true;
     $("decision-icon").textContent = !verdict ? "?" : malignant ? "!" : "✓";
     $("decision").textContent = ui.labels[rec.decision] || rec.decision;
-    showShot(rec.image_url, "Analysed image · " + rec.time_local.slice(11) + (rec.lesion_ref ? " · " + rec.lesion_ref : ""));
+    showShot(rec.screen_url, "Analysed image · " + rec.time_local.slice(11) + (rec.lesion_ref ? " · " + rec.lesion_ref : ""));
     if (verdict) {
       $("decision-sub").textContent = (malignant ? "At or above the threshold" : "Below the threshold") + " · " + rec.time_local.slice(11);
       $("bar-fill").style.width = Math.max(1, rec.malignant_probability * 100).toFixed(1) + "%";
@@ -341,6 +342,7 @@
     }
     $("refer-ack").hidden = !needsAck();
     offerHeatmap(rec);
+    window.dermaTiming?.shown(rec);
     $("result-links").hidden = false;
     $("result-detail").href = rec.detail_url;
     $("result-follow").hidden = !rec.follow_up_url;
@@ -407,13 +409,17 @@
     return text.charAt(0).toUpperCase() + text.slice(1) + (/[.!?]$/.test(text) ? "" : ".");
   }
 
-  captureBtn.addEventListener("click", () => {
+  captureBtn.addEventListener("click", (event) => {
     if (state() !== "ready" || cameraState !== "live" || performance.now() < guardUntil) return;
+    window.dermaTiming?.start("capture", event.timeStamp);
+    const frameId = window.dermaPreview?.shownId(); // the frame on screen now is the one analysed
     guardUntil = performance.now() + TAP_GUARD_MS;
     shotBox.classList.remove("is-flash");
     void shotBox.offsetWidth; // restart the flash animation
     shotBox.classList.add("is-flash");
-    submit(new FormData(), "Analysing…", "capture");
+    const form = new FormData();
+    if (frameId) form.append("frame_id", frameId);
+    submit(form, "Analysing…", "capture");
   });
 
   function startNext() {
@@ -431,7 +437,7 @@
     ready();
   });
 
-  uploadInput.addEventListener("change", () => {
+  uploadInput.addEventListener("change", (event) => {
     const file = uploadInput.files[0];
     uploadInput.value = "";
     if (!file) return;
@@ -441,8 +447,14 @@
     }
     const form = new FormData();
     form.append("image", file, file.name);
-    uploadUrl = URL.createObjectURL(file);
-    showShot(uploadUrl, "Analysing " + file.name);
+    window.dermaTiming?.start("upload", event.timeStamp);
+    if (window.dermaPreview) { // drawn shrunk by preview.js, never decoded full size here
+      shotImg.hidden = true;
+      window.dermaPreview.showFile(file, "Analysing " + file.name);
+    } else {
+      uploadUrl = URL.createObjectURL(file);
+      showShot(uploadUrl, "Analysing " + file.name);
+    }
     submit(form, "Analysing upload…", "upload");
   });
 
