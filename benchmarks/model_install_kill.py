@@ -49,7 +49,7 @@ def make_bundles(work: Path, model: Path) -> tuple[Path, Path, Path]:
     import shutil
 
     from edge_app.bundle import CARD_NAME, generate_key, model_files_for, write_bundle
-    from edge_app.manifest import aux_path_for
+    from edge_app.manifest import aux_path_for, scope_model_path_for
 
     private, public = generate_key(work / "signing", "kill-test")
     trusted = work / "trusted_keys"
@@ -60,9 +60,9 @@ def make_bundles(work: Path, model: Path) -> tuple[Path, Path, Path]:
         folder = work / tag
         folder.mkdir()
         shutil.copyfile(model, folder / model.name)
-        aux = aux_path_for(model)
-        if aux.is_file():  # the sidecar the manifest names travels with the model
-            shutil.copyfile(aux, folder / aux.name)
+        for part in (aux_path_for(model), scope_model_path_for(model)):
+            if part.is_file():  # the sidecar and scope network the manifest names travel with the model
+                shutil.copyfile(part, folder / part.name)
         manifest = json.loads(model.with_suffix(".json").read_text())
         if bump:
             manifest["version"] += "-site"

@@ -80,6 +80,7 @@ done
 resolve_root_or_die install.sh
 MODEL_JSON=${MODEL%.tflite}.json
 MODEL_AUX=${MODEL%.tflite}.aux.npz
+MODEL_SCOPE_NET=${MODEL%.tflite}.scope.tflite
 if [ ! -f "$MODEL" ] || [ ! -f "$MODEL_JSON" ]; then
     msg="model $MODEL (and its manifest $MODEL_JSON) not found: train/export it or pass --model FILE"
     if [ "$DRY_RUN" = 1 ]; then warn "$msg"; else die "$msg"; fi
@@ -213,6 +214,12 @@ install_files() {
         run install -m 0644 "$MODEL_AUX" "$ROOT$MODEL_DIR/student_fp16.aux.npz"
     else
         run rm -f "$ROOT$MODEL_DIR/student_fp16.aux.npz"
+    fi
+    # The scope network, when the manifest names one (`edge-train scope`): refused without it, like the sidecar.
+    if [ -f "$MODEL_SCOPE_NET" ]; then
+        run install -m 0644 "$MODEL_SCOPE_NET" "$ROOT$MODEL_DIR/student_fp16.scope.tflite"
+    else
+        run rm -f "$ROOT$MODEL_DIR/student_fp16.scope.tflite"
     fi
 
     # Ownership only on the real system (under --root the user lives in another passwd;

@@ -130,6 +130,7 @@ cp "$WHEEL" "$TARGET$STAGE/"
 cp "$MODEL" "$TARGET$STAGE/models/student_fp16.tflite"
 cp "$MODEL_JSON" "$TARGET$STAGE/models/student_fp16.json"
 if [ -f "${MODEL%.tflite}.aux.npz" ]; then cp "${MODEL%.tflite}.aux.npz" "$TARGET$STAGE/models/student_fp16.aux.npz"; fi
+if [ -f "${MODEL%.tflite}.scope.tflite" ]; then cp "${MODEL%.tflite}.scope.tflite" "$TARGET$STAGE/models/student_fp16.scope.tflite"; fi
 cp /etc/resolv.conf "$TARGET/etc/resolv.conf"
 # This sandbox reaches PyPI through the host's CA bundle; a Pi uses pip's own.
 cp /etc/ssl/certs/ca-certificates.crt "$TARGET/etc/ssl/certs/host-ca-bundle.crt"

@@ -5,6 +5,7 @@ A bundle holds exactly these flat members::
     <name>.tflite      the model
     <name>.json        its manifest (holds the .tflite sha256, preprocessing, golden self-test)
     <name>.aux.npz     the sidecar (scope check + heatmap head), when the manifest names one (its sha256)
+    <name>.scope.tflite  the scope network, when the manifest names one (`scope_model`, its sha256)
     MODEL_CARD.md      what the model is, how it was made, how well it does
     SIGNATURE.json     Ed25519 signature (absent in an unsigned bundle)
 
@@ -45,7 +46,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .fileio import write_atomic
-from .manifest import Manifest, ManifestError, aux_path_for, manifest_path_for
+from .manifest import Manifest, ManifestError, aux_path_for, manifest_path_for, scope_model_path_for
 
 BUNDLE_FORMAT = 1
 CARD_NAME = "MODEL_CARD.md"
@@ -86,6 +87,10 @@ class ModelFiles:
     @property
     def aux_name(self) -> str:
         return f"{self.name}.aux.npz"
+
+    @property
+    def scope_model_name(self) -> str:
+        return f"{self.name}.scope.tflite"
 
     @property
     def tflite(self) -> bytes:
@@ -221,15 +226,18 @@ def model_files_for(model_path: str | Path, card: str | Path | None = None) -> M
     card = Path(card) if card else model_path.parent / CARD_NAME
     parts = {model_path.name: model_path, manifest_path_for(model_path).name: manifest_path_for(model_path), CARD_NAME: card}
     try:
-        names_aux = bool(Manifest.load(manifest_path_for(model_path)).aux)
+        manifest = Manifest.load(manifest_path_for(model_path))
+        names_aux, names_net = bool(manifest.aux), bool(manifest.scope_model)
     except ManifestError:
-        names_aux = False  # the missing / unreadable manifest is reported below or by write_bundle
+        names_aux = names_net = False  # the missing / unreadable manifest is reported below or by write_bundle
     if names_aux:  # the sidecar travels with the model whose manifest names it
         parts[aux_path_for(model_path).name] = aux_path_for(model_path)
+    if names_net:  # so does the scope network
+        parts[scope_model_path_for(model_path).name] = scope_model_path_for(model_path)
     missing = [str(p) for p in parts.values() if not p.is_file()]
     if missing:
         raise ValueError(f"cannot make a bundle: {', '.join(missing)} not found (a bundle needs the .tflite, its .json, "
-                         "the model card and the sidecar its manifest names)")
+                         "the model card and the sidecar and scope network its manifest names)")
     return ModelFiles(model_path.stem, {name: path.read_bytes() for name, path in parts.items()}, str(model_path.parent))
 
 
@@ -248,9 +256,9 @@ def write_bundle(files: ModelFiles, out: str | Path, key_path: str | Path | None
         key_name = Path(key_path).stem
         members[SIGNATURE_NAME] = signature_member(files, load_private_key(key_path), key_name)
     out = Path(out)
-    archive = io.BytesIO()  # a model is well under a few MB: built in memory, written atomically
+    archive = io.BytesIO()  # a model is a few MB: built in memory, written atomically
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name in (files.tflite_name, files.manifest_name, files.aux_name, CARD_NAME, SIGNATURE_NAME):
+        for name in (files.tflite_name, files.manifest_name, files.aux_name, files.scope_model_name, CARD_NAME, SIGNATURE_NAME):
             if name in members:
                 zf.writestr(name, members[name])
     write_atomic(out, archive.getvalue())
@@ -268,13 +276,13 @@ def _unsafe_name(name: str) -> bool:
 
 def _member_names(names: list[str], origin: str) -> str:
     """Check the member names and return the model's stem."""
-    allowed = "<name>.tflite, <name>.json, MODEL_CARD.md, SIGNATURE.json and <name>.aux.npz"
-    tflites = [n for n in names if n.endswith(".tflite")]
+    allowed = "<name>.tflite, <name>.json, MODEL_CARD.md, SIGNATURE.json, <name>.aux.npz and <name>.scope.tflite"
+    tflites = [n for n in names if n.endswith(".tflite") and not n.endswith(".scope.tflite")]
     if len(tflites) != 1:
         raise BundleError("archive", f"{origin} holds {len(tflites)} .tflite files; a bundle holds exactly one ({allowed})")
     stem = tflites[0][: -len(".tflite")]
     expected = {f"{stem}.tflite", f"{stem}.json", CARD_NAME}
-    extra = sorted(set(names) - expected - {SIGNATURE_NAME, f"{stem}.aux.npz"})
+    extra = sorted(set(names) - expected - {SIGNATURE_NAME, f"{stem}.aux.npz", f"{stem}.scope.tflite"})
     if extra:
         raise BundleError("archive", f"{origin} holds unexpected member(s) {extra}; a bundle holds only {allowed}")
     missing = sorted(expected - set(names))
@@ -416,4 +424,14 @@ def verify_model_sha256(files: ModelFiles, manifest: Manifest) -> str:
         raise BundleError("sha256", f"{files.origin} holds {files.aux_name} but its manifest names no sidecar: refused")
     if aux is not None and sha256_bytes(aux) != manifest.aux.get("sha256"):
         raise BundleError("sha256", f"{files.origin}: {files.aux_name} does not match its manifest: damaged or altered; refused")
+    net = files.files.get(files.scope_model_name)
+    if manifest.scope_model and net is None:
+        raise BundleError("sha256", f"{files.origin} lacks {files.scope_model_name}, the scope network its manifest names: "
+                                    "refused")
+    if net is not None and not manifest.scope_model:
+        raise BundleError("sha256", f"{files.origin} holds {files.scope_model_name} but its manifest names no scope network: "
+                                    "refused")
+    if net is not None and sha256_bytes(net) != manifest.scope_model.get("sha256"):
+        raise BundleError("sha256", f"{files.origin}: {files.scope_model_name} does not match its manifest: damaged or "
+                                    "altered; refused")
     return actual

@@ -16,7 +16,8 @@ import numpy as np
 
 from .fileio import sha256_file  # noqa: F401  (one implementation, in fileio; runtime and export import it from here)
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: may name a scope network (`scope_model`); format 1 manifests are still read
+READABLE_FORMATS = (1, 2)
 SELFTEST_TOLERANCE = 0.01  # max abs difference in output probabilities
 SELFTEST_PATTERNS = ("zeros", "gradient", "rings", "lesion")
 
@@ -48,13 +49,23 @@ class Manifest:
     aux: dict[str, Any] = field(default_factory=dict)
     scope: dict[str, Any] = field(default_factory=dict)  # {"method", "threshold", "val_flagged", "n_train", "n_val", ...}
     explain: dict[str, Any] = field(default_factory=dict)  # {"method": "cam", "feature_shape", "temperature", ...}
+    # The scope network beside the .tflite (`<name>.scope.tflite`, edge_app/scope_net.py): {"file", "sha256",
+    # "size_bytes", "input_size", "features", ...}; empty when the scope check reads the student's features only.
+    scope_model: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_size(self) -> int:
         return int(self.input["shape"][1])
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Format 1 (without the `scope_model` key) when there is no scope network: readable by apps from before it."""
+        d = asdict(self)
+        if not self.scope_model:
+            d.pop("scope_model")
+            d["format"] = 1
+        else:
+            d["format"] = 2
+        return d
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
@@ -81,8 +92,9 @@ class Manifest:
             raise ManifestError(f"model manifest {path} is unreadable ({exc}); re-export or restore it") from None
         if not isinstance(data, dict):
             raise ManifestError(f"model manifest {path} is not a JSON object")
-        if data.get("format") != MANIFEST_FORMAT:
-            raise ManifestError(f"model manifest {path} has format {data.get('format')!r}; this app reads format {MANIFEST_FORMAT}")
+        if data.get("format") not in READABLE_FORMATS:
+            raise ManifestError(f"model manifest {path} has format {data.get('format')!r}; this app reads formats "
+                                f"{', '.join(map(str, READABLE_FORMATS))}")
         known = set(cls.__dataclass_fields__)
         required = {"name", "version", "labels", "positive_label", "input", "preprocessing", "threshold", "threshold_rule", "sha256", "selftest"}
         missing = sorted(required - set(data))
@@ -103,6 +115,11 @@ def manifest_path_for(model_path: str | Path) -> Path:
 def aux_path_for(model_path: str | Path) -> Path:
     """`models/student_fp16.tflite` -> `models/student_fp16.aux.npz` (scope arrays + CAM head)."""
     return Path(model_path).with_suffix(".aux.npz")
+
+
+def scope_model_path_for(model_path: str | Path) -> Path:
+    """`models/student_fp16.tflite` -> `models/student_fp16.scope.tflite` (the scope network)."""
+    return Path(model_path).with_suffix(".scope.tflite")
 
 
 def selftest_input(pattern: str, size: int) -> np.ndarray:

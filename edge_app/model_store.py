@@ -203,7 +203,7 @@ class ModelStore:
             info = {}
         name = info.get("name")
         if not name:
-            tflites = sorted(folder.glob("*.tflite"))
+            tflites = sorted(p for p in folder.glob("*.tflite") if not p.name.endswith(".scope.tflite"))
             name = tflites[0].stem if tflites else "?"
         return InstalledModel(folder, name, str(info.get("version", "?")), str(info.get("model_sha256", "?")),
                               str(info.get("installed_at", "?")), info.get("key"), str(info.get("bundle", "?")))

@@ -15,6 +15,9 @@ probabilities) and a sidecar (`<model>.aux.npz`, sha256 in the manifest) also
 gives a scope score (`edge_app.scope`; an image out of scope gets no verdict,
 `decisions.decide`) and, on request, a class activation map (`edge_app.explain`).
 A model without them still loads: scope unknown (`in_scope` None), no heatmap.
+A manifest may also name a scope network (`scope_model`, `<model>.scope.tflite`,
+`edge_app.scope_net`): checked like the model (sha256, golden self-test) and run on
+the decoded frame itself for the scope score.
 
 The classifier decides nothing: the device path (`device_path`) passes its
 probability, the threshold in force and the gates' answers to `decisions.decide`.
@@ -33,8 +36,9 @@ import numpy as np
 
 from .decisions import Threshold
 from .explain import crop_fraction
-from .manifest import Manifest, ManifestError, aux_path_for, manifest_path_for, selftest_input, sha256_file
+from .manifest import Manifest, ManifestError, aux_path_for, manifest_path_for, scope_model_path_for, selftest_input, sha256_file
 from .preprocess import Preprocessor
+from .scope_net import ScopeNet
 from .sidecar import Sidecar
 
 RUNTIME_MODULES = (
@@ -147,6 +151,7 @@ class Classifier:
         if len(self.manifest.labels) != int(self._output["shape"][-1]):
             raise ModelError(f"model has {self._output['shape'][-1]} outputs but its manifest names {len(self.manifest.labels)} labels")
         self.sidecar = self._load_sidecar()
+        self.scope_net = self._load_scope_net(interpreter_cls, num_threads)
         self._lock = threading.Lock()
         self.positive_index = self.manifest.labels.index(self.manifest.positive_label)
         # Short side the device path decodes / shrinks a frame to (images.decode(min_side=...)):
@@ -184,6 +189,42 @@ class Classifier:
                              f"has {channels}: re-export the model")
         return sidecar
 
+    def _load_scope_net(self, interpreter_cls: Any, num_threads: int | None) -> ScopeNet | None:
+        """The scope network the manifest names (`scope_model`), checked like the model: present, sha256, loadable,
+        and a sidecar whose scope check has the head that reads it."""
+        spec = self.manifest.scope_model or {}
+        wants_net = self.sidecar is not None and self.sidecar.scope.net is not None
+        if not spec:
+            if wants_net:
+                raise ModelError(f"model sidecar of {self.model_path.name} has a scope-network head but the manifest names "
+                                 "no scope network: re-export the model or run `edge-train scope`")
+            return None
+        if not wants_net:
+            raise ModelError(f"model manifest for {self.model_path.name} names a scope network but its sidecar has no head "
+                             "for it: restore the sidecar or run `edge-train scope`")
+        path = scope_model_path_for(self.model_path)
+        if not path.is_file():
+            raise ModelError(f"scope network {path} not found; restore it beside the model or run `edge-train scope`")
+        digest = sha256_file(path)
+        if digest != spec.get("sha256"):
+            raise ModelError(f"scope network {path} does not match its manifest (sha256 {digest[:12]}... but the manifest "
+                             f"says {str(spec.get('sha256'))[:12]}...): restore the file or run `edge-train scope`")
+        try:
+            net = ScopeNet(str(path), interpreter_cls, num_threads)
+        except Exception as exc:  # noqa: BLE001 - any runtime failure means the file cannot be used
+            raise ModelError(f"scope network {path} cannot be loaded by {self.runtime_name} ({exc}); restore it") from None
+        if net.n_features != self.sidecar.scope.net.mean.shape[0]:
+            raise ModelError(f"scope network {path} gives {net.n_features} features, the sidecar's head reads "
+                             f"{self.sidecar.scope.net.mean.shape[0]}: run `edge-train scope`")
+        return net
+
+    def scope_net_features(self, image: np.ndarray) -> np.ndarray | None:
+        """The scope network's features of a decoded frame (None without a scope network). Serialised."""
+        if self.scope_net is None:
+            return None
+        with self._lock:
+            return self.scope_net.features(image)
+
     @property
     def has_scope(self) -> bool:
         return self.sidecar is not None
@@ -216,13 +257,22 @@ class Classifier:
 
     def _check_scope_case(self, case: dict[str, Any]) -> None:
         _, features = self.predict_outputs(selftest_input(case["pattern"], self.manifest.input_size))
-        got = float(self.sidecar.scope.score(features)[0])
-        want = float(case["scope_score"])
-        if not abs(got - want) <= SCOPE_SELFTEST_TOLERANCE * max(1.0, abs(want)):
-            raise ModelError(
-                f"model {self.model_path.name} fails its golden scope self-test on {self.runtime_name}: pattern "
-                f"{case['pattern']!r} scores {got:.4f}, the exporter saw {want:.4f}; re-export the model"
-            )
+        net_features = None
+        checks = []
+        if self.scope_net is not None:
+            net_features = self.scope_net.features_of_tensor(selftest_input(case["pattern"], self.scope_net.input_size))
+            if "scope_net_score" not in case:
+                raise ModelError(f"model manifest for {self.model_path.name} has no golden scope-network score for pattern "
+                                 f"{case['pattern']!r}: run `edge-train scope`")
+            checks.append(("scope-network", float(self.sidecar.scope.net.score_descriptors(net_features)[0]),
+                           float(case["scope_net_score"])))
+        checks.append(("scope", float(self.sidecar.scope.score(features, net_features)[0]), float(case["scope_score"])))
+        for what, got, want in checks:
+            if not abs(got - want) <= SCOPE_SELFTEST_TOLERANCE * max(1.0, abs(want)):
+                raise ModelError(
+                    f"model {self.model_path.name} fails its golden {what} self-test on {self.runtime_name}: pattern "
+                    f"{case['pattern']!r} scores {got:.4f}, the exporter saw {want:.4f}; re-export the model"
+                )
 
     def _warm_up_preprocessing(self) -> None:
         """OpenCV initialises some stages (CLAHE) on first use, about 100 ms; pay
@@ -268,7 +318,7 @@ class Classifier:
         scope_score = details = None
         if self.sidecar is not None and features is not None:
             t1 = time.perf_counter()
-            scope_score = float(self.sidecar.scope.score(features)[0])
+            scope_score = float(self.sidecar.scope.score(features, self.scope_net_features(image))[0])
             timings["scope"] = (time.perf_counter() - t1) * 1000.0
             if explain:
                 t2 = time.perf_counter()
@@ -318,6 +368,7 @@ class Classifier:
             "threshold_rule": self.manifest.threshold_rule,
             "scope": ({"available": True, **self.manifest.scope} if self.sidecar is not None
                       else {"available": False}),
+            "scope_model": self.manifest.scope_model or None,
             "explain_available": self.sidecar is not None,
             "labels": self.manifest.labels,
             "input_size": self.manifest.input_size,

@@ -20,7 +20,14 @@ feature map), and an image is out of scope when either says so:
   directions along which those differ, which a distance weighting all
   directions alike drowns.
 
-`ScopeCheck` combines them: with a head, the score is the larger of the two
+- **the scope network's head** (`net`, sidecar format 3): the same kind of linear
+  score, on the pooled features of a network of its own (`edge_app/scope_net.py`,
+  ImageNet EfficientNet-Lite0 on the decoded frame as it is, not on the six
+  stages): what ImageNet knows about photographs (skin surface, body parts,
+  backgrounds, lighting) tells a phone photo from dermoscopy where the student's
+  features, trained to ignore how a picture was taken, cannot.
+
+`ScopeCheck` combines them: with a head, the score is the largest of the
 parts' margins over their own thresholds, so it is out of scope above 0; a
 sidecar from before the head (format 1) scores with the novelty part alone
 against its own threshold. A result carries its score with the threshold it was
@@ -89,7 +96,8 @@ class ScopeModel:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray] | np.lib.npyio.NpzFile, prefix: str = "scope_") -> ScopeModel:
-        a = {k: np.asarray(arrays[f"{prefix}{k}"]) for k in ("mean", "scale", "components", "sigma", "residual_scale", "threshold")}
+        keys = ("mean", "scale", "components", "sigma", "residual_scale", "threshold")
+        a = {k: np.asarray(arrays[f"{prefix}{k}"]) for k in keys}
         model = cls(a["mean"].astype(np.float32), a["scale"].astype(np.float32), a["components"].astype(np.float32),
                     a["sigma"].astype(np.float32), float(a["residual_scale"]), float(a["threshold"]))
         d = model.mean.shape[0]
@@ -152,10 +160,12 @@ class DermoscopyHead:
 
 @dataclass
 class ScopeCheck:
-    """Novelty distance + (optionally) the not-dermoscopy head; see the module docstring."""
+    """Novelty distance + (optionally) the not-dermoscopy head on the student's features and the head on the
+    scope network's features; see the module docstring."""
 
     novelty: ScopeModel
     head: DermoscopyHead | None = None
+    net: DermoscopyHead | None = None  # reads the scope network's pooled features
 
     def __post_init__(self) -> None:
         if self.head is not None and self.head.mean.shape != self.novelty.mean.shape:
@@ -164,28 +174,45 @@ class ScopeCheck:
 
     @property
     def threshold(self) -> float:
-        return float(self.novelty.threshold) if self.head is None else 0.0
+        return float(self.novelty.threshold) if self.head is None and self.net is None else 0.0
 
-    def parts(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    def parts(self, features: np.ndarray, net_features: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Each part's own score (N,), for diagnostics and the benchmark."""
         d = pooled(features)
         out = {"novelty": self.novelty.score_descriptors(d)}
         if self.head is not None:
             out["not_dermoscopy"] = self.head.score_descriptors(d)
+        if self.net is not None:
+            out["scope_net"] = self.net.score_descriptors(self._net_input(net_features, d.shape[0]))
         return out
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        """Feature maps -> scores (N,); out of scope above `threshold`."""
-        return self.score_descriptors(pooled(features))
+    def _net_input(self, net_features: np.ndarray | None, n: int) -> np.ndarray:
+        if net_features is None:
+            raise ValueError("this scope check needs the scope network's features (the model's .scope.tflite)")
+        f = np.asarray(net_features, np.float32).reshape(n, -1)
+        if f.shape[1] != self.net.mean.shape[0]:
+            raise ValueError(f"the scope network gives {f.shape[1]} features, its head reads {self.net.mean.shape[0]}")
+        return f
 
-    def score_descriptors(self, descriptors: np.ndarray) -> np.ndarray:
+    def score(self, features: np.ndarray, net_features: np.ndarray | None = None) -> np.ndarray:
+        """Feature maps (+ the scope network's features when the check has its head) -> scores (N,);
+        out of scope above `threshold`."""
+        return self.score_descriptors(pooled(features), net_features)
+
+    def score_descriptors(self, descriptors: np.ndarray, net_features: np.ndarray | None = None) -> np.ndarray:
         novelty = self.novelty.score_descriptors(descriptors)
-        if self.head is None:
+        if self.head is None and self.net is None:
             return novelty
-        return np.maximum(novelty - self.novelty.threshold, self.head.score_descriptors(descriptors) - self.head.threshold)
+        margins = [novelty - self.novelty.threshold]
+        if self.head is not None:
+            margins.append(self.head.score_descriptors(descriptors) - self.head.threshold)
+        if self.net is not None:
+            margins.append(self.net.score_descriptors(self._net_input(net_features, len(novelty))) - self.net.threshold)
+        return np.max(np.stack(margins), axis=0)
 
     def in_scope(self, score: float) -> bool:
         return bool(score <= self.threshold)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {**self.novelty.to_arrays(), **(self.head.to_arrays() if self.head is not None else {})}
+        return {**self.novelty.to_arrays(), **(self.head.to_arrays() if self.head is not None else {}),
+                **(self.net.to_arrays("net_") if self.net is not None else {})}

@@ -61,7 +61,11 @@ def scope_section(block: dict[str, Any]) -> str:
     L = [SCOPE_START, "## Scope check (no verdict on what is not dermoscopy)\n"]
     a = L.append
     negatives = block.get("negatives", {})
-    if "head_threshold" not in block:  # novelty distance only (a sidecar from before the head)
+    if "net_threshold" in block:  # with the scope network (edge-train scope)
+        from .card_scope import scope_net_section
+
+        L += scope_net_section(block)
+    elif "head_threshold" not in block:  # novelty distance only (a sidecar from before the head)
         a(f"Method: {block.get('method')} on the {block.get('descriptor')}; {block.get('n_train')} training images; "
           f"validation dermoscopy flagged: {block.get('val_flagged', 0):.1%} of {block.get('n_val')}.")
     else:

@@ -102,12 +102,12 @@ def test_classify_the_app_evaluate_and_bench_agree_on_the_decision_for_blurry_da
 
 
 def test_classify_says_in_words_why_an_image_gets_no_verdict(tmp_path, capsys):
-    path = tmp_path / "blurry.jpg"
-    path.write_bytes(encode_jpeg(lesion_image(1, blur=6.0), 92))
+    path = tmp_path / "dark.jpg"  # too dark (and blurry): the quality gate's advice, whatever the scope check says
+    path.write_bytes(encode_jpeg(lesion_image(1, blur=6.0, brightness=0.15), 92))
     assert cli(["classify", str(path), "--model", str(model_path())]) == 0
     out = capsys.readouterr().out
     assert f"{path}: NO VERDICT, inconclusive (No result: retake)" in out
-    assert "failed the quality check (blurry" in out and "blurry: Image is blurry: hold still" in out
+    assert "failed the quality check (too dark, blurry" in out and "blurry: Image is blurry: hold still" in out
     assert "for audit only, not a result: p(malignant)=" in out
 
 

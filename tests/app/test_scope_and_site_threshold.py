@@ -46,7 +46,7 @@ def test_an_upload_that_is_not_dermoscopy_is_stored_as_out_of_scope_with_no_verd
     rec = r.get_json()
     assert rec["decision"] == "out_of_scope" and rec["verdict"] is False
     assert rec["in_scope"] is False and rec["scope_score"] is not None
-    assert "does not look like a dermoscopy image" in rec["scope"]["message"]
+    assert "through the dermatoscope: lesion centred" in rec["scope"]["message"]  # what a dermoscopy image looks like
     assert 0.0 <= rec["malignant_probability"] <= 1.0  # kept for audit
     page = scoped_client.get(f"/screenings/{rec['id']}").get_data(as_text=True)
     assert LABELS["out_of_scope"] in page and "No verdict: out of scope." in page and "Low suspicion" not in page

@@ -107,8 +107,8 @@ def test_classify_json_prints_scope_for_a_scoped_model_and_null_for_an_old_one(t
     assert main(["classify", str(lesion), str(noise), "--json", "--model", str(SCOPE_MODEL)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows[0]["in_scope"] is True and rows[0]["decision"] in ("benign", "malignant")
-    # noise has no lesion: the quality gate refuses it before the scope check (the app stores the same)
-    assert rows[1]["in_scope"] is False and rows[1]["decision"] == "inconclusive" and rows[1]["quality_flags"] == ["no_lesion"]
+    # noise also fails the quality gate (no lesion), but it is told it is not dermoscopy (the app stores the same)
+    assert rows[1]["in_scope"] is False and rows[1]["decision"] == "out_of_scope" and rows[1]["quality_flags"] == ["no_lesion"]
     assert rows[1]["scope_score"] > rows[0]["scope_score"]
     assert main(["classify", str(lesion), "--json", "--model", str(OLD_MODEL)]) == 0
     old = json.loads(capsys.readouterr().out)

@@ -34,10 +34,16 @@ def test_a_failed_quality_gate_gives_no_verdict_whatever_the_model_says_and_name
                                "decision_reason": d.reason, "decision_flags": ["blurry", "too_dark"]}
 
 
-def test_an_image_the_scope_check_refuses_gets_no_verdict_and_the_quality_gate_comes_first():
+def test_an_image_the_scope_check_refuses_is_told_it_is_not_dermoscopy_unless_it_is_too_dark_to_judge():
+    """Issue 20 (benchmarks/scope_advice.py): a text page or flat colour also fails the quality gate but must be told
+    it is not dermoscopy; a too-dark frame, which the scope check cannot judge, is told to add light."""
     d = decide(0.99, 0.5, False, [])
-    assert d.value == OUT_OF_SCOPE and d.flags == (OUT_OF_SCOPE,) and "dermoscopy" in d.reason
-    assert decide(0.99, 0.5, False, ["blurry"]).value == INCONCLUSIVE
+    assert d.value == OUT_OF_SCOPE and d.flags == (OUT_OF_SCOPE,) and "dermatoscope" in d.reason
+    for flags in (["blurry"], ["too_bright"], ["no_lesion"], ["blurry", "no_lesion"]):
+        assert decide(0.99, 0.5, False, flags).value == OUT_OF_SCOPE, flags
+    assert decide(0.99, 0.5, False, ["too_dark"]).value == INCONCLUSIVE
+    assert decide(0.99, 0.5, False, ["too_dark", "blurry"]).flags == ("too_dark", "blurry")
+    assert decide(0.99, 0.5, True, ["blurry"]).value == INCONCLUSIVE  # dermoscopy that is blurry: retake advice
 
 
 def test_every_decision_has_words_for_the_technician_and_verdicts_and_no_verdicts_do_not_overlap():

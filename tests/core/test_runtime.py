@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from edge_app import runtime
-from edge_app.manifest import aux_path_for
+from edge_app.manifest import aux_path_for, scope_model_path_for
 from edge_app.preprocess import PREPROCESS_VERSION
 from edge_app.runtime import Classifier, ModelError
 from tests.conftest import dermoscopy_image
@@ -18,6 +18,8 @@ def model_copy(tmp_path, model_path):
     shutil.copy(model_path.with_suffix(".json"), dst.with_suffix(".json"))
     if aux_path_for(model_path).is_file():  # the scope check + heatmap sidecar, when the model has one
         shutil.copy(aux_path_for(model_path), aux_path_for(dst))
+    if scope_model_path_for(model_path).is_file():  # the scope network, when the model has one
+        shutil.copy(scope_model_path_for(model_path), scope_model_path_for(dst))
     return dst
 
 

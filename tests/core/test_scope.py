@@ -209,3 +209,51 @@ def test_a_sidecar_of_an_unknown_format_or_with_a_broken_head_is_refused(tmp_pat
         np.savez(tmp_path / f"{name}.npz", **{**arrays, **change})
         with pytest.raises(ValueError, match="format 9|inconsistent shapes"):
             Sidecar.load(tmp_path / f"{name}.npz")
+
+
+def _net_head(n: int = 5) -> scope.DermoscopyHead:
+    """A scope-network head that reads only the first of `n` features."""
+    weights = np.zeros(n, np.float32)
+    weights[0] = 1.0
+    return scope.DermoscopyHead(np.zeros(n, np.float32), np.ones(n, np.float32), weights, 0.0, threshold=2.0)
+
+
+def test_the_scope_networks_head_flags_on_its_own_and_round_trips_in_a_format_3_sidecar(tmp_path):
+    from edge_app.sidecar import Sidecar
+
+    check, train = _check_with_head()
+    check = scope.ScopeCheck(check.novelty, None, _net_head())
+    typical, photo = np.zeros((1, 5), np.float32), np.array([[3.0, 0, 0, 0, 0]], np.float32)
+    assert check.in_scope(float(check.score(train[:1], typical)[0]))
+    assert not check.in_scope(float(check.score(train[:1], photo)[0]))  # the network's head alone says so
+    assert set(check.parts(train[:1], photo)) == {"novelty", "scope_net"}
+    with pytest.raises(ValueError, match="needs the scope network's features"):
+        check.score(train[:1])
+    with pytest.raises(ValueError, match="gives 4 features"):
+        check.score(train[:1], np.zeros((1, 4), np.float32))
+    path = tmp_path / "m.aux.npz"
+    path.write_bytes(Sidecar(check, explain.CamHead(np.ones(6, np.float32), 0.0)).to_bytes())
+    loaded = Sidecar.load(path)
+    assert int(np.load(path)["format"]) == 3 and loaded.scope.head is None and loaded.scope.net is not None
+    assert np.allclose(loaded.scope.score(train[:3], np.repeat(photo, 3, 0)), check.score(train[:3], np.repeat(photo, 3, 0)))
+
+
+def test_a_manifest_without_a_scope_network_is_written_as_format_1_and_one_with_it_as_format_2(tmp_path):
+    from edge_app.manifest import Manifest, ManifestError
+
+    data = json.loads(SCOPE_MODEL.with_suffix(".json").read_text())
+    m = Manifest.loads(json.dumps(data))
+    assert m.format == 1 and m.scope_model == {} and "scope_model" not in m.to_dict() and m.to_dict()["format"] == 1
+    m.scope_model = {"file": "x.scope.tflite", "sha256": "0" * 64}
+    assert m.to_dict()["format"] == 2 and Manifest.loads(json.dumps(m.to_dict())).scope_model == m.scope_model
+    with pytest.raises(ManifestError, match="reads formats 1, 2"):
+        Manifest.loads(json.dumps({**data, "format": 3}))
+
+
+def test_a_manifest_naming_a_scope_network_beside_a_sidecar_without_its_head_is_refused(scope_copy):
+    manifest = scope_copy.with_suffix(".json")
+    data = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps({**data, "format": 2, "scope_model": {"file": "tiny_scope_fp16.scope.tflite",
+                                                                         "sha256": "0" * 64}}))
+    with pytest.raises(ModelError, match="names a scope network but its sidecar has no head"):
+        Classifier(scope_copy, num_threads=1)

@@ -45,12 +45,27 @@ def test_skin_photos_and_objects_are_out_of_scope(shipped):
             assert result.classification.in_scope is False and not result.decision.is_verdict, (kind, seed)
 
 
-def test_the_manifest_states_the_validation_share_and_how_the_check_fares_on_kinds_it_never_saw(shipped):
+def test_the_manifest_states_the_figures_per_source_and_on_held_out_phone_photo_patients(shipped):
+    """Issue 20's reports: validation <= 1% and test <= 2% of each dermoscopy source, phone photos of held-out patients,
+    the same with no phone photo in the fit, each source left out, the shortcut checks."""
     block = shipped.manifest.scope
-    assert block["val_flagged"] <= 0.03
-    assert all(share <= 0.03 for share in block["val_flagged_by_dataset"].values())
-    assert set(block["leave_one_kind_out_flagged"]) == set(block["negatives"]) >= {"skin_photo", "lesion_on_skin"}
-    assert shipped.sidecar.scope.head is not None  # novelty + not-dermoscopy head
+    assert shipped.sidecar.scope.net is not None and shipped.scope_net is not None  # novelty + the scope network's head
+    assert set(block["val_flagged_by_dataset"]) >= {"ham10000", "isic_archive", "isic2017", "isic2020"}
+    assert all(r["flagged"] <= 0.01 for r in block["val_flagged_by_dataset"].values())
+    assert all(r["flagged"] <= 0.02 for r in block["test_flagged_by_dataset"].values())
+    assert block["net_phone_photos_held_out_patients"]["flagged"] >= 0.95
+    assert block["net_phone_photos_held_out_patients"]["n"] == 369
+    assert "flagged" in block["net_phone_photos_no_phone_in_fit"]
+    assert set(block["source_left_out_flagged"]) == set(block["val_flagged_by_dataset"])
+    assert {"phone_as_ham10000_200x150", "dermoscopy_as_phone_300x300"} <= set(block["net_shortcut_checks"])
+
+
+def test_the_scope_network_travels_beside_the_model_named_by_its_sha256(shipped):
+    from edge_app.manifest import scope_model_path_for, sha256_file
+
+    spec = shipped.manifest.scope_model
+    path = scope_model_path_for(MODEL)
+    assert spec["sha256"] == sha256_file(path) and spec["size_bytes"] == path.stat().st_size <= 6_000_000
 
 
 def test_the_model_cards_scope_section_is_the_shipped_manifests(shipped):
@@ -59,4 +74,4 @@ def test_the_model_cards_scope_section_is_the_shipped_manifests(shipped):
 
     card = (REPO / "models" / "MODEL_CARD.md").read_text()
     assert scope_section(shipped.manifest.scope) in card
-    assert "isic_archive" in shipped.manifest.scope["leave_one_source_out_flagged"]
+    assert "patient-grouped CV" in card

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_app.bundle import CARD_NAME, SIGNATURE_NAME, generate_key, model_files_for, write_bundle
-from edge_app.manifest import aux_path_for
+from edge_app.manifest import aux_path_for, scope_model_path_for
 from tests.app.conftest import model_path
 
 KEY_NAME = "clinic-test"
@@ -38,6 +38,8 @@ def model_copy(dest: Path, version_suffix: str = "", **manifest_changes) -> Path
     shutil.copyfile(src, tflite)
     if aux_path_for(src).is_file():  # the scope check + heatmap sidecar, when the model has one
         shutil.copyfile(aux_path_for(src), aux_path_for(tflite))
+    if scope_model_path_for(src).is_file():  # the scope network, when the model has one
+        shutil.copyfile(scope_model_path_for(src), scope_model_path_for(tflite))
     manifest = json.loads(src.with_suffix(".json").read_text())
     manifest["version"] += version_suffix
     for key, value in manifest_changes.items():

@@ -85,3 +85,42 @@ def test_calibrate_without_model_uses_the_model_the_app_serves_and_the_app_keeps
     watcher = SiteWatcher(data)
     assert watcher.threshold(classifier) == Threshold(report["threshold"], "site") and watcher.problem is None
     assert json.loads((data / SITE_FILE).read_text())["model_sha256"] == classifier.sha256
+
+
+@pytest.fixture
+def net_bundle(tmp_path) -> tuple[Path, Path]:
+    """(signed bundle of the shipped model with its scope network, trusted-keys folder)."""
+    from edge_app.manifest import Manifest
+    from tests.reliability.bundles import model_copy
+
+    tflite = model_copy(tmp_path / "src")
+    if not Manifest.load(tflite.with_suffix(".json")).scope_model:
+        pytest.skip("the model under test has no scope network")
+    private, trusted = make_keys(tmp_path)
+    bundle = tmp_path / "net.zip"
+    write_bundle(model_files_for(tflite), bundle, private)
+    return bundle, trusted
+
+
+def test_a_bundle_carries_the_scope_network_and_the_installed_model_runs_it(tmp_path, net_bundle):
+    bundle, trusted = net_bundle
+    models = ModelStore(tmp_path / "data", FIXTURES / "tiny_fp16.tflite")
+    installed = models.install(bundle, trusted)
+    assert list((models.dir / installed.id).glob("*.scope.tflite"))
+    classifier, _ = models.load_for_serving(num_threads=1)
+    assert classifier.scope_net is not None
+    assert classifier.classify(ood_images.text(1)).in_scope is False
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (lambda f: {k: (v[:-9] + b"X" + v[-8:] if k.endswith(".scope.tflite") else v) for k, v in f.items()},
+     "does not match its manifest"),
+    (lambda f: {k: v for k, v in f.items() if not k.endswith(".scope.tflite")}, "the scope network its manifest names"),
+], ids=["altered", "missing"])
+def test_a_bundle_whose_scope_network_is_altered_or_missing_is_refused(tmp_path, net_bundle, change, words):
+    bundle, trusted = net_bundle
+    models = ModelStore(tmp_path / "data", FIXTURES / "tiny_fp16.tflite")
+    with pytest.raises(BundleError) as exc:
+        models.install(rezip(bundle, tmp_path / "bad.zip", change), trusted)
+    assert exc.value.step == "sha256" and words in str(exc.value)
+    assert models.target("current") is None

@@ -330,7 +330,7 @@
         : "No call was made: quality check failed.";
       $("prob").hidden = true;
       const lines = outOfScope ? [] : rec.quality.messages || [];
-      $("retake-title").textContent = outOfScope ? "Retake through the dermatoscope, lesion centred."
+      $("retake-title").textContent = outOfScope ? ui.reasons[rec.decision] // says what a dermoscopy image looks like
         : "Fix this, then retake:";
       $("retake-list").replaceChildren(...lines.map((m) => {
         const li = document.createElement("li");
