@@ -18,7 +18,6 @@
   const $ = (id) => document.getElementById(id);
   const ui = JSON.parse(screen.dataset.ui);
   const noVerdict = new Set(ui.noVerdict);
-  const previewImg = $("preview");
   const shotImg = $("shot");
   const previewEmpty = $("preview-empty");
   const shotBox = $("shot-box");
@@ -32,7 +31,6 @@
     lesion: "dermaedge.lesion_ref", ack: "dermaedge.referral_noted" };
   const TAP_GUARD_MS = 800; // taps this soon after a capture tap or a result belong to that screening
   const RECENT_CHIPS = 6;
-  let previewUrl = null;
   let uploadUrl = null;
   let cameraState = screen.dataset.camera;
   let cameraView = null;
@@ -104,49 +102,18 @@
   }
 
   // ------------------------------------------------------------- left panel: preview or the analysed image
-  function showPreview() {
+  function showPreview() { // preview.js draws the live frames over the "starting" line
     shotImg.hidden = true;
     $("shot-caption").hidden = true;
-    previewImg.hidden = !previewUrl;
-    previewEmpty.hidden = !!previewUrl;
+    previewEmpty.hidden = false;
   }
 
   function showShot(src, caption) {
     shotImg.src = src;
     shotImg.hidden = false;
-    previewImg.hidden = true;
     previewEmpty.hidden = true;
     $("shot-caption").textContent = caption;
     $("shot-caption").hidden = !caption;
-  }
-
-  let previewInFlight = false;
-  async function pollPreview() {
-    if (window.dermaPreview) return; // preview.js streams the live frames instead
-    if (document.hidden || cameraState === "none" || previewInFlight || state() !== "ready") return;
-    previewInFlight = true;
-    try {
-      const r = await fetch("/preview.jpg", { cache: "no-store" });
-      if (state() !== "ready") return; // a capture started meanwhile: keep the frozen frame
-      if (r.ok) {
-        const url = URL.createObjectURL(await r.blob());
-        if (state() !== "ready") { URL.revokeObjectURL(url); return; }
-        previewImg.src = url;
-        if (previewUrl) URL.revokeObjectURL(previewUrl);
-        previewUrl = url;
-        showPreview();
-      } else {
-        previewImg.hidden = true;
-        previewEmpty.hidden = false;
-        previewEmpty.textContent = "No picture from the camera. Tap Upload to screen a photo.";
-        if (cameraState === "live") refreshStats(); // the camera just went: say so and turn Capture off now
-      }
-    } catch (e) {
-      previewEmpty.hidden = false;
-      previewEmpty.textContent = "Lost contact with the device app…";
-    } finally {
-      previewInFlight = false;
-    }
   }
 
   // ------------------------------------------------------------- camera status + count
@@ -282,11 +249,9 @@
     store.del(KEY.shown);
     shownRecord = null;
     setState("ready");
-    if (previewUrl) { URL.revokeObjectURL(previewUrl); previewUrl = null; } // never show a frame from before the last screening
     if (cameraState === "live") previewEmpty.textContent = "Starting live preview…";
     readyCard();
     showPreview();
-    pollPreview();
   }
 
   function busy(label) {
@@ -505,7 +470,6 @@
   $("bar-threshold").style.left = (parseFloat(screen.dataset.threshold) * 100).toFixed(1) + "%";
   refreshStats();
   restore();
-  setInterval(pollPreview, 500);
   setInterval(refreshStats, 2000);
-  document.addEventListener("visibilitychange", () => { if (!document.hidden) { pollPreview(); refreshStats(); } });
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshStats(); });
 })();
