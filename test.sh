@@ -6,5 +6,5 @@ cd "$(dirname "$0")"
 source scripts/venv.sh
 ensure_venv pi,train,dev
 ensure_debian_tools chromium shellcheck
-"$VENV/bin/ruff" check edge_app tests benchmarks
+"$VENV/bin/ruff" check edge_app tests benchmarks scripts
 exec "$VENV/bin/python" -m pytest -q "$@"

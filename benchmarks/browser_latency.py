@@ -336,8 +336,10 @@ def medians(with_preview: dict[str, list[float]], without: dict[str, list[float]
     for k, v in med.items():
         v["ratio"] = round(v["with_preview"] / v["without"], 3) if v["without"] else None
         a, b = without[k][0::2], without[k][1::2]
-        v["noise_ratio_without_odd_vs_even"] = round(statistics.median(a) / statistics.median(b), 3) if b and statistics.median(b) else None
-    return med | {"n_each": len(with_preview["total"]), "raw_total": {"with_preview": with_preview["total"], "without": without["total"]}}
+        v["noise_ratio_without_odd_vs_even"] = (round(statistics.median(a) / statistics.median(b), 3)
+                                                 if b and statistics.median(b) else None)
+    return med | {"n_each": len(with_preview["total"]),
+                  "raw_total": {"with_preview": with_preview["total"], "without": without["total"]}}
 
 
 def side_by_side(page, base: str, requests: int) -> dict:
@@ -418,7 +420,8 @@ def main() -> int:
                     "guidance_checks_per_s": round((after["checks"] - before["checks"]) / guide_s, 2),
                     "guidance_thread_cpu_pct": round((after["cpu_ms_total"] - before["cpu_ms_total"]) / guide_s / 10.0, 1),
                     "browser": {"history_page": idle_browser, "preview_stream": stream_browser,
-                                "preview_and_guidance": guidance_browser, "preview_cost": round(stream_browser - idle_browser, 1)},
+                                "preview_and_guidance": guidance_browser,
+                                "preview_cost": round(stream_browser - idle_browser, 1)},
                 }
                 result["capture"] = capture_runs(page, base, args.runs, scene_sigs)
                 result["upload_1280x960"] = upload_runs(page, base, args.runs, medium)

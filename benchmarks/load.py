@@ -81,7 +81,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(port: int, work: Path, model: str, camera: str, threads: int, log_file, env: dict | None = None) -> subprocess.Popen:
+def start_server(port: int, work: Path, model: str, camera: str, threads: int, log_file,
+                 env: dict | None = None) -> subprocess.Popen:
     """`edge-app serve` on loopback with a fresh data directory under `work`."""
     env = dict(os.environ, EDGE_APP_ACCESS_TOKEN="") | (env or {})
     return subprocess.Popen([sys.executable, "-m", "edge_app", "serve", "--host", HOST, "--port", str(port),

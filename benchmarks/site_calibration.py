@@ -129,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         for seed, r in runs.items():
             a, b = r["half_a"], r["half_b"]
             print(f"  split {seed}: threshold {a['threshold']:.4f} from half A ({a['counts']['used']} images, "
-                  f"{a['counts']['malignant_cases']} malignant lesions; expected sens {a['expected']['sensitivity']['value']:.3f}); "
+                  f"{a['counts']['malignant_cases']} malignant lesions; "
+                  f"expected sens {a['expected']['sensitivity']['value']:.3f}); "
                   f"half B ({b['n']} images, {b['n_malignant']} malignant, AUC {b['auc']:.3f}): site threshold sens "
-                  f"{b['at_site_threshold']['sensitivity']:.3f} spec {b['at_site_threshold']['specificity']:.3f}; model threshold "
-                  f"{r['model_threshold']:.4f} sens {b['at_model_threshold']['sensitivity']:.3f} spec {b['at_model_threshold']['specificity']:.3f}")
+                  f"{b['at_site_threshold']['sensitivity']:.3f} spec {b['at_site_threshold']['specificity']:.3f}; "
+                  "model threshold "
+                  f"{r['model_threshold']:.4f} sens {b['at_model_threshold']['sensitivity']:.3f} "
+                  f"spec {b['at_model_threshold']['specificity']:.3f}")
         s = report["half_b_sensitivity_at_site_threshold"]
         print(f"  half B sensitivity at the site threshold: median {s['median']:.3f}, min {s['min']:.3f}; "
               f"{s['splits_meeting_target']}/{s['splits']} splits meet the target")

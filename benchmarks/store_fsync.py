@@ -66,7 +66,8 @@ def main() -> int:
 
     store = ScreeningStore(data_dir)
     store._db = TimedConnection(store._db, samples)
-    labels = ["fsync image file", "fsync thumbnail file", "fsync day directory (both renames)", "fsync images/ (a new day's directory)"]
+    labels = ["fsync image file", "fsync thumbnail file", "fsync day directory (both renames)",
+              "fsync images/ (a new day's directory)"]
     os.fsync = timed_fsync  # fileio.write_atomic / fsync_dir call os.fsync
     try:
         for _ in range(args.saves):
@@ -81,7 +82,8 @@ def main() -> int:
         os.fsync = real_fsync
         store.close()
     report = {"saves": args.saves, "image_bytes": len(image), "dir": str(data_dir),
-              "ms": {k: {"count": len(v), "p50": round(statistics.median(v), 3), "p90": round(sorted(v)[int(0.9 * (len(v) - 1))], 3),
+              "ms": {k: {"count": len(v), "p50": round(statistics.median(v), 3),
+                         "p90": round(sorted(v)[int(0.9 * (len(v) - 1))], 3),
                          "max": round(max(v), 3)} for k, v in samples.items() if v}}
     print(json.dumps(report, indent=2))
     if args.dir is None:

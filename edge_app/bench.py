@@ -244,8 +244,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"a synthetic dermoscopy frame of this size (repeatable; default {', '.join(DEFAULT_FRAMES)} "
                          "when --images is not given)")
     how_long = ap.add_mutually_exclusive_group()
-    how_long.add_argument("--runs", type=int, default=100, metavar="N", help="timed screenings per input, source and thread count")
-    how_long.add_argument("--seconds", type=float, metavar="S", help="time each input, source and thread count for S seconds instead of N runs")
+    how_long.add_argument("--runs", type=int, default=100, metavar="N",
+                          help="timed screenings per input, source and thread count")
+    how_long.add_argument("--seconds", type=float, metavar="S",
+                          help="time each input, source and thread count for S seconds instead of N runs")
     ap.add_argument("--warmup", type=int, default=5, metavar="N", help="untimed screenings after the first (cold) one")
     ap.add_argument("--threads", type=thread_counts, default=[2], metavar="1,2,4",
                     help="interpreter thread counts to sweep (comma-separated)")
@@ -253,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="file: image bytes, decode inside total (uploads); array: an already decoded frame (camera). "
                          "Repeatable; default: file with --images, both for synthetic frames")
     ap.add_argument("--compare", action="store_true",
-                    help="also time the naive order (full resolution, resize last) and Keras predict (when TensorFlow is installed)")
+                    help="also time the naive order (full resolution, resize last) "
+                         "and Keras predict (when TensorFlow is installed)")
     ap.add_argument("--keras-model", metavar="PATH", help="with --compare: a saved Keras model of the student "
                     "(default: rebuild the shipped student's network from the manifest)")
     ap.add_argument("--weights-dir", type=Path, default=Path("../shared/weights"),
@@ -279,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         inputs += image_inputs(args.images)
         if not inputs:
-            print(f"error: --images {args.images}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) below it", file=sys.stderr)
+            print(f"error: --images {args.images}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) below it",
+                  file=sys.stderr)
             return 2
     if args.frame or args.images is None:
         inputs += synthetic_inputs(args.frame or [frame_size(f) for f in DEFAULT_FRAMES])
@@ -408,7 +412,8 @@ def _human(r: dict) -> str:
     out = [
         (f"model {r['model']} ({r['model_size_bytes'] / 1024:.1f} KB, sha256 {r['model_sha256'][:12]}), runtime {r['runtime']}, "
          f"input {r['input_size']} px, decode to a {r['decode_min_side']} px short side"),
-        "init (load + sha256 + self-test + warm-up): " + ", ".join(f"{ms:.1f} ms at {n} threads" for n, ms in r["init_ms"].items())
+        "init (load + sha256 + self-test + warm-up): "
+        + ", ".join(f"{ms:.1f} ms at {n} threads" for n, ms in r["init_ms"].items())
         + f"; peak RSS of the device path {r['peak_rss_mb']} MB",
     ]
     for res in r["results"]:
@@ -427,7 +432,8 @@ def _human(r: dict) -> str:
             out.append(f"  naive order (full resolution, resize last): p50 {c['naive_total_p50']:.1f} ms = "
                        f"{c['naive_over_device']:.1f}x the device path ({c['naive_runs']} runs)")
             if c["keras_predict_p50"] is not None:
-                out.append(f"  Keras predict p50 {c['keras_predict_p50']:.1f} ms = {c['keras_over_litert']:.1f}x LiteRT inference "
+                out.append(f"  Keras predict p50 {c['keras_predict_p50']:.1f} ms = "
+                           f"{c['keras_over_litert']:.1f}x LiteRT inference "
                            f"({c['litert_inference_p50']:.2f} ms)")
             else:
                 out.append(f"  {c['keras_model']}")

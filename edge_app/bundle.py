@@ -334,7 +334,8 @@ def read_bundle(path: str | Path) -> ModelFiles:
     except OSError as exc:
         raise BundleError("archive", f"bundle {path} cannot be read ({exc.strerror or exc})") from None
     if size > MAX_BUNDLE_BYTES:
-        raise BundleError("archive", f"{origin} is {size / 1e6:.0f} MB (limit {MAX_BUNDLE_BYTES / 1e6:.0f} MB): not a model bundle")
+        raise BundleError("archive",
+                          f"{origin} is {size / 1e6:.0f} MB (limit {MAX_BUNDLE_BYTES / 1e6:.0f} MB): not a model bundle")
     files: dict[str, bytes] = {}
     try:
         with zipfile.ZipFile(path) as zf:
@@ -358,7 +359,8 @@ def read_bundle(path: str | Path) -> ModelFiles:
 def read_model_dir(directory: str | Path) -> ModelFiles:
     """An installed model's folder (`<data_dir>/models/<sha256>/`) as the same ModelFiles."""
     directory = Path(directory)
-    names = sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != "INSTALLED.json") if directory.is_dir() else []
+    names = (sorted(p.name for p in directory.iterdir() if p.is_file() and p.name != "INSTALLED.json")
+             if directory.is_dir() else [])
     origin = f"installed model {directory}"
     stem = _member_names(names, origin)
     return ModelFiles(stem, {n: (directory / n).read_bytes() for n in names}, origin)
@@ -402,7 +404,8 @@ def verify_signature(files: ModelFiles, keys: dict[str, Ed25519PublicKey], keys_
                                        f"fingerprint {str(body.get('public_key_sha256', '?'))[:16]}), or its signature is "
                                        f"damaged: trusted keys are {sorted(keys)} in {keys_dir}")
     if payload.get("manifest") != files.manifest_name or payload.get("model") != files.tflite_name:
-        raise BundleError("signature", f"{files.origin}: the signature is for {payload.get('model')!r}, not {files.tflite_name!r}")
+        raise BundleError("signature",
+                          f"{files.origin}: the signature is for {payload.get('model')!r}, not {files.tflite_name!r}")
     if payload.get("manifest_sha256") != sha256_bytes(files.manifest_bytes):
         raise BundleError("signature", f"{files.origin}: the manifest {files.manifest_name} was changed after signing: refused")
     if payload.get("model_card_sha256") != sha256_bytes(files.card):

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 OVERLAY_SIDE = 16  # px of the transparent heatmap; the browser scales it (smoothly) over the analysed square
-MEANING_SHORT = "Red raised the malignant score, blue lowered it: where the evidence came from, not the lesion's outline or a diagnosis."
+MEANING_SHORT = ("Red raised the malignant score, blue lowered it: where the evidence came from, "
+                 "not the lesion's outline or a diagnosis.")
 MEANING = ("Red: parts of the analysed square that raised the malignant score; blue: parts that lowered it "
            "(relative to this image). It shows where the model's evidence came from, not the lesion's outline, "
            "and it is not a diagnosis.")

@@ -96,7 +96,8 @@ class Manifest:
             raise ManifestError(f"model manifest {path} has format {data.get('format')!r}; this app reads formats "
                                 f"{', '.join(map(str, READABLE_FORMATS))}")
         known = set(cls.__dataclass_fields__)
-        required = {"name", "version", "labels", "positive_label", "input", "preprocessing", "threshold", "threshold_rule", "sha256", "selftest"}
+        required = {"name", "version", "labels", "positive_label", "input", "preprocessing", "threshold", "threshold_rule",
+                    "sha256", "selftest"}
         missing = sorted(required - set(data))
         if missing:
             raise ManifestError(f"model manifest {path} lacks fields {missing}; re-export the model")

@@ -162,7 +162,8 @@ def choose_threshold_per_group(y_true: np.ndarray, p_malignant: np.ndarray, grou
         m = g == name
         if y[m].sum() == 0:
             continue
-        own[str(name)] = choose_threshold(y[m], p[m], min_sensitivity) if len(set(y[m].tolist())) == 2 else float(p[m][y[m] == 1].min())
+        own[str(name)] = (choose_threshold(y[m], p[m], min_sensitivity) if len(set(y[m].tolist())) == 2
+                          else float(p[m][y[m] == 1].min()))
     if not own:
         raise ValueError("no group has a malignant case: the threshold cannot be chosen")
     return min(own.values()), own

@@ -322,7 +322,8 @@ class ModelStore:
         with self._locked():
             current, previous = self.target(CURRENT), self.target(PREVIOUS)
             if current is None and previous is None:
-                raise BundleError("rollback", "nothing to roll back to: no model has been installed, the packaged model is in force")
+                raise BundleError("rollback",
+                                  "nothing to roll back to: no model has been installed, the packaged model is in force")
             goal = previous if previous not in (None, current) else None
             if goal is None and current is None:
                 raise BundleError("rollback", "nothing to roll back to: the packaged model is already in force")
@@ -336,14 +337,16 @@ class ModelStore:
                 try:
                     files = read_model_dir(folder)
                 except (FileNotFoundError, NotADirectoryError):
-                    raise BundleError("rollback", f"the previous model folder {folder} is missing: nothing to roll back to") from None
+                    raise BundleError("rollback",
+                                      f"the previous model folder {folder} is missing: nothing to roll back to") from None
                 check_files(files, keys_dir, allow_unsigned, progress)
                 classifier = check_on_runtime(folder / files.tflite_name, num_threads, progress)
                 in_force = self._in_force("installed", folder, classifier)
-            self.audit("model_rollback", to=goal or "packaged", version=in_force.model_version, model_sha256=in_force.model_sha256,
-                       previous=current)
+            self.audit("model_rollback", to=goal or "packaged", version=in_force.model_version,
+                       model_sha256=in_force.model_sha256, previous=current)
             self._switch(goal)
-            progress("current", f"{goal[:12] if goal else 'the packaged model'} (was {current[:12] if current else 'the packaged model'})")
+            progress("current",
+                     f"{goal[:12] if goal else 'the packaged model'} (was {current[:12] if current else 'the packaged model'})")
             return in_force
 
     # ------------------------------------------------------------------ on disk

@@ -86,7 +86,8 @@ def sheet(record: ScreeningRecord, image: Path | None, earlier: Sequence[Screeni
     lines = []
     if verdict:
         lines.append(f"Malignant probability {record.malignant_probability * 100:.1f}% against the threshold "
-                     f"{record.threshold * 100:.1f}% in force ({THRESHOLD_SOURCE_TEXT.get(record.threshold_source, record.threshold_source)})")
+                     f"{record.threshold * 100:.1f}% in force "
+                     f"({THRESHOLD_SOURCE_TEXT.get(record.threshold_source, record.threshold_source)})")
     else:
         lines.append("No verdict: " + no_verdict_reason(record))
     for line in lines:

@@ -135,7 +135,8 @@ class Classifier:
             self._interpreter = interpreter_cls(model_path=str(self.model_path), num_threads=num_threads)
             self._interpreter.allocate_tensors()
         except Exception as exc:  # noqa: BLE001
-            raise ModelError(f"model file {self.model_path} cannot be loaded by {self.runtime_name} ({exc}); re-export or restore it") from None
+            raise ModelError(f"model file {self.model_path} cannot be loaded by {self.runtime_name} ({exc}); "
+                             "re-export or restore it") from None
         self._input = self._interpreter.get_input_details()[0]
         outputs = self._interpreter.get_output_details()
         by_rank = {len(o["shape"]): o for o in outputs}
@@ -149,7 +150,8 @@ class Classifier:
         if actual[1:] != expected[1:]:
             raise ModelError(f"model input shape {actual} differs from its manifest {expected}; re-export the model")
         if len(self.manifest.labels) != int(self._output["shape"][-1]):
-            raise ModelError(f"model has {self._output['shape'][-1]} outputs but its manifest names {len(self.manifest.labels)} labels")
+            raise ModelError(f"model has {self._output['shape'][-1]} outputs "
+                             f"but its manifest names {len(self.manifest.labels)} labels")
         self.sidecar = self._load_sidecar()
         self.scope_net = self._load_scope_net(interpreter_cls, num_threads)
         self._lock = threading.Lock()

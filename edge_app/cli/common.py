@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None,
-                        help="path to the .tflite, its .json manifest beside it (default: the shipped models/student_fp16.tflite)")
+                        help="path to the .tflite, its .json manifest beside it "
+                             "(default: the shipped models/student_fp16.tflite)")
     parser.add_argument("--threads", type=int, default=2, help="interpreter threads (default 2)")
 
 

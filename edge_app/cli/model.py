@@ -38,7 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     k = msub.add_parser("keygen", help="write DIR/NAME.pem (private, 0600) and DIR/NAME.pub (Ed25519)")
     k.add_argument("dir", metavar="DIR", help="where to write the key pair (keep the .pem off the device)")
-    k.add_argument("--name", default="dermaedge-signing", help="key name: the file stem, shown as 'signed by' (default %(default)s)")
+    k.add_argument("--name", default="dermaedge-signing",
+                   help="key name: the file stem, shown as 'signed by' (default %(default)s)")
     k.add_argument("--trust", action="store_true",
                    help="also copy NAME.pub into this device's trusted keys (<config dir>/trusted_keys) and audit it")
     _common(k)
@@ -177,7 +178,8 @@ def run_list(args: argparse.Namespace) -> int:
     models = [m.to_dict() | {"current": m.id == current, "previous": m.id == previous} for m in store.installed()]
     try:
         pm = Manifest.load(store.packaged.with_suffix(".json"))
-        packaged = {"model_path": str(store.packaged), "version": pm.version, "model_sha256": pm.sha256, "current": current is None}
+        packaged = {"model_path": str(store.packaged), "version": pm.version, "model_sha256": pm.sha256,
+                    "current": current is None}
     except ManifestError as exc:
         packaged = {"model_path": str(store.packaged), "error": str(exc), "current": current is None}
     if args.json:
@@ -189,11 +191,13 @@ def run_list(args: argparse.Namespace) -> int:
         print("  none installed")
     for m in models:
         mark = "*" if m["current"] else "^" if m["previous"] else " "
-        print(f"{mark} {m['id'][:12]}  {m['name']} {m['version']}  model {m['model_sha256'][:12]}  installed {m['installed_at']}  "
+        print(f"{mark} {m['id'][:12]}  {m['name']} {m['version']}  model {m['model_sha256'][:12]}  "
+              f"installed {m['installed_at']}  "
               f"{'key ' + m['key'] if m['key'] else 'UNSIGNED'}")
     if current is not None and current not in {m["id"] for m in models}:
         print(f"! current points to {current}, which is missing: the app falls back (see /healthz)")
     mark = "*" if packaged["current"] else " "
-    detail = f"{packaged.get('version')}  model {str(packaged.get('model_sha256'))[:12]}" if "version" in packaged else packaged["error"]
+    detail = (f"{packaged.get('version')}  model {str(packaged.get('model_sha256'))[:12]}" if "version" in packaged
+              else packaged["error"])
     print(f"{mark} packaged      {detail}  {packaged['model_path']} (last fallback)")
     return 0

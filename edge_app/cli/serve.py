@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
     model = service.classifier.describe()
     in_force = service.model_in_force()
     log.info("model %s (%s, sha256 %s..., %s) on %s; camera %s (%s); data %s",
-             model["model"], model["model_version"], model["model_sha256"][:12], in_force.get("source", "packaged"), model["runtime"],
-             camera["kind"], camera.get("source"), settings.data_dir)
+             model["model"], model["model_version"], model["model_sha256"][:12], in_force.get("source", "packaged"),
+             model["runtime"], camera["kind"], camera.get("source"), settings.data_dir)
     if in_force.get("fallback"):
         log.warning("model fallback: %s", in_force["fallback"])
     if service.store.recovered["orphan_images"] or service.store.recovered["temp_files"]:

@@ -139,7 +139,8 @@ def lite_feature_extractor(weights_dir: str | Path, which: str, input_size: int,
 # ------------------------------------------------------------------ the paper's families
 
 
-def paper_feature_extractor(which: str, input_size: int, weights_dir: str | Path | None = None, tiny: bool = False) -> keras.Model:
+def paper_feature_extractor(which: str, input_size: int, weights_dir: str | Path | None = None,
+                            tiny: bool = False) -> keras.Model:
     """ResNet152V2 / ConvNeXtBase / ViT-Base pooled features.
 
     Keras cannot download ImageNet weights here: `weights=None` (random init)
@@ -204,7 +205,8 @@ class _PositionEmbedding(layers.Layer):
         self.length, self.width = length, width
 
     def build(self, input_shape):
-        self.pos = self.add_weight(shape=(1, self.length, self.width), initializer=keras.initializers.RandomNormal(stddev=0.02), name="pos")
+        self.pos = self.add_weight(shape=(1, self.length, self.width), initializer=keras.initializers.RandomNormal(stddev=0.02),
+                                   name="pos")
 
     def call(self, x):
         return x + self.pos

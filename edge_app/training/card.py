@@ -57,7 +57,8 @@ def scope_section(block: dict[str, Any]) -> str:
     """The card's scope-check section from the manifest's `scope` block (written by the exporter or by
     `edge-train scope`, which puts it back into an existing card with `replace_scope_section`)."""
     if not block:
-        return f"{SCOPE_START}\n## Scope check\n\nThis model has no scope check (exported without a features output).\n{SCOPE_END}"
+        return (f"{SCOPE_START}\n## Scope check\n\nThis model has no scope check (exported without a features output).\n"
+                f"{SCOPE_END}")
     L = [SCOPE_START, "## Scope check (no verdict on what is not dermoscopy)\n"]
     a = L.append
     negatives = block.get("negatives", {})
@@ -124,17 +125,18 @@ def replace_scope_section(card_path: Path, block: dict[str, Any]) -> bool:
 
 DATASET_NOTES = {
     "ham10000": "`{data}/ham10000`: HAM10000 staged copy (200x150 JPEG, CC BY-NC 4.0).",
-    "isic_archive": "`{data}/isic_archive`: ISIC archive UDA-1 nevi and melanomas from other clinics and dermatoscopes (480-640 px, "
-                    "CC0; see its README).",
-    "isic2017": "`{data}/isic2017`: ISIC 2017 challenge images, mostly other clinics than HAM10000 (256x256 squares squashed by an "
-                "earlier uploader, once JPEG ~q75; see its README).",
+    "isic_archive": "`{data}/isic_archive`: ISIC archive UDA-1 nevi and melanomas from other clinics "
+                    "and dermatoscopes (480-640 px, CC0; see its README).",
+    "isic2017": "`{data}/isic2017`: ISIC 2017 challenge images, mostly other clinics than HAM10000 "
+                "(256x256 squares squashed by an earlier uploader, once JPEG ~q75; see its README).",
     "isic2020": "`{data}/isic2020`: SIIM-ISIC 2020 subset, 130 patients, 98.6% benign (256x256 squashed squares, CC BY-NC 4.0; "
                 "`lesion_id` = patient).",
 }
 GROUP_CAVEATS = {
-    "isic_archive": "isic_archive publishes no lesion ids (`lesion_id` = image id), so two photos of one lesion could sit on both "
-                    "sides there.",
-    "isic2017": "isic2017 publishes none either (`lesion_id` = image id; exact copies removed, other photos of one lesion may remain).",
+    "isic_archive": "isic_archive publishes no lesion ids (`lesion_id` = image id), so two photos of one lesion "
+                    "could sit on both sides there.",
+    "isic2017": "isic2017 publishes none either (`lesion_id` = image id; exact copies removed, "
+                "other photos of one lesion may remain).",
     "isic2020": "isic2020 is grouped by patient (its `lesion_id` column), a stricter grouping than by lesion.",
 }
 TEMPLATE = "model_card.md.j2"
@@ -156,7 +158,8 @@ def card_context(m: dict[str, Any], cfg: dict[str, Any], run_dir: Path, data: st
     sources = split.get("datasets") or [s for s in cfg["datasets"] if s not in cfg.get("exclude_datasets", ())]
     ctx: dict[str, Any] = {
         "m": m, "cfg": cfg, "ex": ex, "test": test, "shipped": test.get("shipped"), "bd": bd, "split": split,
-        "cal": ex.get("calibration", {}), "st": m.get(shipped_name, {}), "data": data, "run_name": run_dir.name, "nan": float("nan"),
+        "cal": ex.get("calibration", {}), "st": m.get(shipped_name, {}), "data": data, "run_name": run_dir.name,
+        "nan": float("nan"),
         "scfg": _step_config(run_dir, shipped_name.replace("_", "-"), cfg),
         "per_source_thresholds": ", ".join(f"{k} {v:.4f}" for k, v in ex.get("val_source_thresholds", {}).items()),
         "dataset_notes": " ".join([DATASET_NOTES.get(s, "`{data}/" + s + "`: see its README.").format(data=data) for s in sources]
@@ -192,7 +195,8 @@ def _target_rows(m: dict[str, Any], ex: dict[str, Any]) -> tuple[list[dict[str, 
     for name, v, t in _targets(m) + [("fp16 file KiB", ex.get("size_bytes", 0) / 1024, -500.0)]:
         ok = None if v is None else (v <= -t if t < 0 else v >= t)
         rows.append({"name": name, "op": "<=" if t < 0 else ">=", "bound": f"{abs(t):g}", "value": v,
-                     "met": "n/a" if ok is None else ("yes" if ok else "**no**"), "gap": "" if ok or v is None else f"{abs(v - abs(t)):.3f}"})
+                     "met": "n/a" if ok is None else ("yes" if ok else "**no**"),
+                     "gap": "" if ok or v is None else f"{abs(v - abs(t)):.3f}"})
         if ok is False and name != "fp16 file KiB":
             missed.append(name)
     return rows, missed

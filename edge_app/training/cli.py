@@ -103,7 +103,8 @@ def _cross_data(args: argparse.Namespace) -> list[Path]:
 def sign(argv: list[str]) -> int:
     """`edge-train sign`: a signed model bundle (edge_app.bundle); imports no TensorFlow."""
     ap = argparse.ArgumentParser(prog="edge-train sign", description="Pack MODEL.tflite, its .json manifest and the model card "
-                                 "into one bundle signed with an Ed25519 key (`edge-app model keygen`), for `edge-app model install`.")
+                                 "into one bundle signed with an Ed25519 key (`edge-app model keygen`), "
+                                 "for `edge-app model install`.")
     ap.add_argument("model", metavar="MODEL.tflite", help="the model; its manifest .json beside it")
     ap.add_argument("--key", required=True, metavar="KEY.pem", help="private signing key")
     ap.add_argument("--out", required=True, metavar="BUNDLE.zip", help="the bundle to write")

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 # `edge-train all` runs these in order (here, below the command and the card that both name them)
-STEPS = ("split", "shortcuts", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "ablation", "export", "evaluate",
-         "card")
+STEPS = ("split", "shortcuts", "tensors", "teacher", "teacher-compare", "student-ce", "student-kd", "ablation", "export",
+         "evaluate", "card")
 # run against an existing run folder, not part of `all`
 EXTRA_STEPS = ("input-size", "loso")
 # the dermoscopy sources staged under ../shared/data (pad_ufes20 is phone photos: the scope check's, never in-scope training data)
@@ -147,14 +147,16 @@ PRESETS: dict[str, TrainConfig] = {
     # v2's recipe: fused fine-tuned Lite teacher + paper-small comparison, distillation grid
     "kd": TrainConfig(preset="kd"),
     # The paper's families. No ImageNet weights reachable here: random init unless --weights DIR.
-    "paper": TrainConfig(preset="paper", teacher_family="paper", compare_teacher="kd", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
-                         teacher_size=224),
+    "paper": TrainConfig(preset="paper", teacher_family="paper", compare_teacher="kd",
+                         teacher_backbones=("resnet152v2", "convnextbase", "vitbase"), teacher_size=224),
     # The paper's families, reduced (ResNet50V2, ConvNeXtTiny, 2-layer ViT) at 64 px, trained from scratch: runnable on a CPU.
-    "paper-small": TrainConfig(preset="paper-small", teacher_family="paper", compare_teacher="kd", teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
+    "paper-small": TrainConfig(preset="paper-small", teacher_family="paper", compare_teacher="kd",
+                               teacher_backbones=("resnet152v2", "convnextbase", "vitbase"),
                                teacher_size=64, teacher_tiny=True, teacher_epochs=2, teacher_lr=1e-3),
     # CI smoke test: a few dozen images, tiny sizes, one epoch.
-    "tiny": TrainConfig(preset="tiny", size=32, compare_teacher="", augment_passes=2, ablation_stages=("dehair",), ablation_epochs=1,
-                        ablation_passes=1, split_fractions=(0.5, 0.25, 0.25), teacher_backbones=("lite0",), teacher_size=32, head_epochs=3,
+    "tiny": TrainConfig(preset="tiny", size=32, compare_teacher="", augment_passes=2, ablation_stages=("dehair",),
+                        ablation_epochs=1, ablation_passes=1, split_fractions=(0.5, 0.25, 0.25), teacher_backbones=("lite0",),
+                        teacher_size=32, head_epochs=3,
                         teacher_epochs=1, student_blocks=3, student_head=16, student_freeze=1, epochs=1, batch_size=16,
                         kd_grid=((0.7, 2.0), (0.3, 4.0)), kd_grid_epochs=1, n_boot=20,
                         size_study=(24, 32), size_study_epochs=1, size_study_images=4, loso_epochs=1),

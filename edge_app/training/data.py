@@ -30,7 +30,8 @@ SPLITS = ("train", "val", "test")
 # the 7 HAM10000 diagnoses (auxiliary head); other datasets' names mapped onto them, "" = unknown
 DX_CLASSES = ("akiec", "bcc", "bkl", "df", "mel", "nv", "vasc")
 DX_ALIASES = {"melanoma": "mel", "nevus": "nv", "basal cell carcinoma": "bcc", "actinic keratosis": "akiec",
-              "seborrheic keratosis": "bkl", "pigmented benign keratosis": "bkl", "dermatofibroma": "df", "vascular lesion": "vasc"}
+              "seborrheic keratosis": "bkl", "pigmented benign keratosis": "bkl", "dermatofibroma": "df",
+              "vascular lesion": "vasc"}
 SOURCE_COLUMNS = ("file", "label", "lesion_id", "dx", "dx_type", "dataset")
 
 

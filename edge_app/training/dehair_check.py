@@ -65,7 +65,8 @@ def measure(images: list[np.ndarray], params: PreprocessParams | None = None, se
         recall.append(float(found[truth].mean()))
     d, r = np.array(damage), np.array(recall)
     return {"n": len(images), "lesion_pixels_altered": {"median": float(np.median(d)), "mean": float(d.mean()),
-                                                      "p90": float(np.quantile(d, 0.9)), "share_over_2pct": float((d > 0.02).mean())},
+                                                      "p90": float(np.quantile(d, 0.9)),
+                                                      "share_over_2pct": float((d > 0.02).mean())},
             "synthetic_hair_found": {"median": float(np.median(r)), "mean": float(r.mean()), "p10": float(np.quantile(r, 0.1))}}
 
 

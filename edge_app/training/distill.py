@@ -47,7 +47,8 @@ class DistillLoss(keras.losses.Loss):
         return {**super().get_config(), "alpha": self.alpha, "temperature": self.temperature, "dx_weight": self.dx_weight}
 
 
-def pack_targets(y: np.ndarray, teacher_logits: np.ndarray | None, dx: np.ndarray | None = None, dx_classes: int = 0) -> np.ndarray:
+def pack_targets(y: np.ndarray, teacher_logits: np.ndarray | None, dx: np.ndarray | None = None,
+                 dx_classes: int = 0) -> np.ndarray:
     """[one-hot(2) | teacher logits(2) | one-hot diagnosis(dx_classes), zeros where dx < 0]."""
     onehot = np.eye(2, dtype=np.float32)[y]
     t = np.zeros((len(y), 2), np.float32) if teacher_logits is None else teacher_logits.astype(np.float32)
@@ -90,7 +91,8 @@ def train_student(model, x_tr, y_tr, x_val, y_val, teacher_logits=None, *, alpha
         resident = ResidentPasses(x_tr, targets, sample_weight, batch_size, seed, mixup_alpha=mixup_alpha)
         n_batches, epoch_batches = len(resident), resident.epoch
     else:
-        host = Batches(x_tr, targets, batch_size, augment=True, shuffle=True, sample_weight=sample_weight, params=augment_params, seed=seed)
+        host = Batches(x_tr, targets, batch_size, augment=True, shuffle=True, sample_weight=sample_weight, params=augment_params,
+                       seed=seed)
         n_batches, epoch_batches = len(host), host.epoch
     sched = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, n_batches * epochs), alpha=0.02)
     optimizer = keras.optimizers.AdamW(sched, weight_decay=1e-4, use_ema=ema_momentum > 0, ema_momentum=ema_momentum or 0.99)
@@ -106,8 +108,8 @@ def train_student(model, x_tr, y_tr, x_val, y_val, teacher_logits=None, *, alpha
         if live is not None:
             model.optimizer.finalize_variable_values(model.trainable_variables)  # the averaged weights, for validation
         auc = float(roc_auc_score(y_val, malignant_prob(model, x_val, batch_size=max(128, batch_size))))
-        history.append({"epoch": e + 1, "val_auc": auc, "loss": float(np.asarray(loss).ravel()[0]), "seconds": round(seconds[-1], 2),
-                        "img_per_s": round(n_images / seconds[-1], 1)})
+        history.append({"epoch": e + 1, "val_auc": auc, "loss": float(np.asarray(loss).ravel()[0]),
+                        "seconds": round(seconds[-1], 2), "img_per_s": round(n_images / seconds[-1], 1)})
         log(f"  epoch {e + 1}: loss {history[-1]['loss']:.4f}, val AUC {auc:.4f}, {history[-1]['img_per_s']:.0f} img/s")
         if auc > best:
             best, best_epoch, best_weights = auc, e + 1, model.get_weights()

@@ -111,7 +111,8 @@ def robustness(run: Run, clf: Classifier, p_base: np.ndarray) -> dict[str, dict]
     for name, fn in SHIFTS.items():
         p = device_probs(clf, test, run.data, transform=fn, desc=name)
         op = operating_point(y, p, thr)
-        out[name] = {"auc": roc_auc(y, p), **{k: op[k] for k in keys}, "sensitivity_change": op["sensitivity"] - base["sensitivity"]}
+        out[name] = {"auc": roc_auc(y, p), **{k: op[k] for k in keys},
+                     "sensitivity_change": op["sensitivity"] - base["sensitivity"]}
         run.log(f"shift {name}: AUC {out[name]['auc']:.4f} sens {op['sensitivity']:.3f} spec {op['specificity']:.3f}")
     return out
 
@@ -131,7 +132,8 @@ def cross_dataset(run: Run, clf: Classifier) -> dict[str, dict]:
         no_verdict = sum(not r.decision.is_verdict for r in results)  # the device's decision; metrics score every image
         out[root.name] = {"path": str(root), "unreadable": len(errors), "no_verdict": no_verdict, **report}
         run.log(f"cross-dataset {root.name}: n {report['n']}, AUC {report['auc']['value']:.4f}, "
-                f"sens {report['sensitivity']['value']:.3f}, spec {report['specificity']['value']:.3f} ({len(errors)} unreadable)")
+                f"sens {report['sensitivity']['value']:.3f}, spec {report['specificity']['value']:.3f} "
+                f"({len(errors)} unreadable)")
     if not run.cross_data:
         run.log("cross-dataset: no other dataset staged beside the training data")
     return out

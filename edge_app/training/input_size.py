@@ -36,19 +36,22 @@ def step_input_size(run: Run) -> None:
             sub = replace(run, cfg=replace(cfg, size=size), _tensors={})
             x_tr, y_tr, x_va, y_va = sub.tensors("train"), sub.labels("train"), sub.tensors("val"), sub.labels("val")
             cw = class_weights(y_tr)
-            model = build_student(size, cfg.student_blocks, cfg.student_head, weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None,
+            model = build_student(size, cfg.student_blocks, cfg.student_head,
+                                  weights_dir=run.weights_dir if cfg.student_init == "imagenet" else None,
                                   arch_dir=run.weights_dir, freeze_blocks=cfg.student_freeze)
             run.log(f"input size {size}: {cfg.size_study_epochs} epochs")
-            model, hist = train_student(model, x_tr, y_tr, x_va, y_va, None, alpha=1.0, epochs=cfg.size_study_epochs, batch_size=cfg.batch_size,
-                                        lr=cfg.lr, sample_weight=np.array([cw[int(c)] for c in y_tr], np.float32), seed=cfg.seed, log=run.log)
+            model, hist = train_student(model, x_tr, y_tr, x_va, y_va, None, alpha=1.0, epochs=cfg.size_study_epochs,
+                                        batch_size=cfg.batch_size, lr=cfg.lr,
+                                        sample_weight=np.array([cw[int(c)] for c in y_tr], np.float32),
+                                        seed=cfg.seed, log=run.log)
             probs = with_softmax(model)
             p = keras_predict(probs, x_va)[:, 1]
             path = out_dir / f"student_{size}px.tflite"
-            export_student(probs, path, sub.preprocessor, choose_threshold(y_va, p, cfg.min_sensitivity), "input-size study (not shipped)",
-                           version=f"input-size-{size}")
+            export_student(probs, path, sub.preprocessor, choose_threshold(y_va, p, cfg.min_sensitivity),
+                           "input-size study (not shipped)", version=f"input-size-{size}")
             classifiers[size] = Classifier(path)
-            results[str(size)] = {"val_auc": hist["best_val_auc"], "best_epoch": hist["best_epoch"], "epochs": cfg.size_study_epochs,
-                                  "size_bytes": path.stat().st_size}
+            results[str(size)] = {"val_auc": hist["best_val_auc"], "best_epoch": hist["best_epoch"],
+                                  "epochs": cfg.size_study_epochs, "size_bytes": path.stat().st_size}
             run.log(f"input size {size}: val AUC {hist['best_val_auc']:.4f}")
 
         # latency, side by side: every size screens the same real JPEGs in turn
@@ -62,7 +65,8 @@ def step_input_size(run: Run) -> None:
             for size, clf in classifiers.items():
                 timings[size].append(screen_bytes(clf, jpeg).timings_ms)
         for size, ts in timings.items():
-            rows = [{"decode": t["decode"], "six_stages": sum(t.get(k, 0.0) for k in STAGES), "inference": t["inference"], "end_to_end": t["total"]}
+            rows = [{"decode": t["decode"], "six_stages": sum(t.get(k, 0.0) for k in STAGES), "inference": t["inference"],
+                     "end_to_end": t["total"]}
                     for t in ts]
             results[str(size)]["latency_p50_ms"] = {k: round(statistics.median(r[k] for r in rows), 3) for k in rows[0]}
         base = results[str(cfg.size)]["latency_p50_ms"]["end_to_end"] if str(cfg.size) in results else None

@@ -228,7 +228,8 @@ def lesion_on_skin(seed: int, dermoscopy: np.ndarray, fraction: float) -> np.nda
     y0, x0 = int(rng.integers(0, big_h - side + 1)), int(rng.integers(0, big_w - side + 1))
     roi = bg[y0 : y0 + side, x0 : x0 + side].astype(np.float32)
     # the dermatoscope's skin around the lesion takes this skin's colour (no halo of another light)
-    ring = np.concatenate([patch[:2].reshape(-1, 3), patch[-2:].reshape(-1, 3), patch[:, :2].reshape(-1, 3), patch[:, -2:].reshape(-1, 3)])
+    ring = np.concatenate([patch[:2].reshape(-1, 3), patch[-2:].reshape(-1, 3),
+                           patch[:, :2].reshape(-1, 3), patch[:, -2:].reshape(-1, 3)])
     patch *= roi.reshape(-1, 3).mean(axis=0) / np.maximum(np.median(ring, axis=0), 1.0)
     if seed % 2:
         patch = cv2.GaussianBlur(patch, (0, 0), max(0.5, side / float(rng.uniform(80, 200))))

@@ -127,13 +127,14 @@ def step_teacher(run: Run) -> None:
                                 weights_id, json.dumps(run.preprocessor.describe(), sort_keys=True)]
                                + [r["file"] for r in run.splits()[s].rows])
                 feats[which][s] = cached_features(ext, run.tensors(s), key, run.cache_dir, desc=f"{which} {s}")
-            run.log(f"{which}: features {feats[which]['train'].shape[1]}-d at {cfg.teacher_size}px in {time.perf_counter() - t0:.0f} s")
+            run.log(f"{which}: features {feats[which]['train'].shape[1]}-d at {cfg.teacher_size}px "
+                    f"in {time.perf_counter() - t0:.0f} s")
             keras.backend.clear_session()
         fused = fuse(feats, y, np.array(run.splits()["train"].groups), head_epochs=cfg.head_epochs, seed=cfg.seed, log=run.log)
         np.savez(run.run_dir / f"{tag}_logits.npz", **fused["teacher"])
         probs = {f"{w}_{s}": malignant_from_logits(fused["logits"][w][s]) for w in cfg.teacher_backbones for s in ("val", "test")}
-        probs.update({f"{name}_{s}": malignant_from_logits(fused[k][s]) for name, k in (("logit_avg", "avg"), ("concat_mlp", "mlp"))
-                      for s in ("val", "test")})
+        probs.update({f"{name}_{s}": malignant_from_logits(fused[k][s])
+                      for name, k in (("logit_avg", "avg"), ("concat_mlp", "mlp")) for s in ("val", "test")})
         probs.update({f"teacher_{s}": malignant_from_logits(fused["teacher"][s]) for s in ("val", "test")})
         np.savez(run.run_dir / f"{tag}_probs.npz", **probs)
         run.record(tag, {"preset": cfg.preset, "tiny": cfg.teacher_tiny, "family": cfg.teacher_family,
@@ -159,12 +160,13 @@ def _finetune(run: Run, features: Any, which: str, tag: str) -> dict:
         return json.loads(info_path.read_text())
     y_tr = run.labels("train")
     cw = class_weights(y_tr)
-    _, hist = finetune_backbone(features, run.tensors("train"), y_tr, run.tensors("val"), run.labels("val"), epochs=cfg.teacher_epochs,
-                                lr=cfg.teacher_lr, batch_size=cfg.batch_size, sample_weight=np.array([cw[int(c)] for c in y_tr], np.float32),
-                                seed=cfg.seed, log=run.log)
+    _, hist = finetune_backbone(features, run.tensors("train"), y_tr, run.tensors("val"), run.labels("val"),
+                                epochs=cfg.teacher_epochs, lr=cfg.teacher_lr, batch_size=cfg.batch_size,
+                                sample_weight=np.array([cw[int(c)] for c in y_tr], np.float32), seed=cfg.seed, log=run.log)
     features.save_weights(path)
     info = {"init": _teacher_init(run), "frozen_stages": cfg.teacher_freeze_stages if cfg.teacher_family == "lite" else 0,
-            "trainable_params": int(sum(int(np.prod(w.shape)) for w in features.trainable_weights)), "params": int(features.count_params()),
+            "trainable_params": int(sum(int(np.prod(w.shape)) for w in features.trainable_weights)),
+            "params": int(features.count_params()),
             "epochs": hist["epochs"], "best_epoch": hist["best_epoch"], "best_val_auc": hist["best_val_auc"],
             "weights_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
     info_path.write_text(json.dumps(info, indent=2) + "\n")
@@ -206,14 +208,16 @@ def step_student(run: Run, kd: bool) -> None:
             kd_teacher = best_teacher(run)
             teacher = np.load(run.run_dir / f"{kd_teacher}_logits.npz")["train"]
             run.log(f"{name}: distilling from {kd_teacher!r} (best fused teacher on validation)")
-        grid = [(float(a), float(t)) for a, t in cfg.kd_grid] if (kd and cfg.kd_grid) else [(cfg.kd_alpha if kd else 1.0, cfg.kd_temperature)]
+        grid = ([(float(a), float(t)) for a, t in cfg.kd_grid] if (kd and cfg.kd_grid)
+                else [(cfg.kd_alpha if kd else 1.0, cfg.kd_temperature)])
         short = len(grid) > 1 and 0 < cfg.kd_grid_epochs < cfg.epochs
         passes, x_val = run.train_passes(cfg.augment_passes), run.tensors("val")
         best, tried = None, []
         for alpha, temp in grid:
-            model, hist = fit_student(run, passes, x_val, cfg.kd_grid_epochs if short else cfg.epochs, teacher=teacher, alpha=alpha,
-                                      temperature=temp, label=name)
-            tried.append({"alpha": alpha, "temperature": temp, "epochs": len(hist["epochs"]), "best_val_auc": hist["best_val_auc"]})
+            model, hist = fit_student(run, passes, x_val, cfg.kd_grid_epochs if short else cfg.epochs, teacher=teacher,
+                                      alpha=alpha, temperature=temp, label=name)
+            tried.append({"alpha": alpha, "temperature": temp, "epochs": len(hist["epochs"]),
+                          "best_val_auc": hist["best_val_auc"]})
             if best is None or hist["best_val_auc"] > best[1]["best_val_auc"]:
                 best = (model, hist)
         if len(grid) > 1:
@@ -248,7 +252,8 @@ def fit_student(run: Run, x_train: np.ndarray, x_val: np.ndarray, epochs: int, *
                               freeze_blocks=cfg.student_freeze, dx_classes=dx_classes)
         if cfg.init_from:  # continue a finished (e.g. shorter, GPU) run: its weights, then this schedule
             model.load_weights(cfg.init_from)
-        run.log(f"{label}: alpha={alpha} T={temperature}, {model.count_params():,} params, {epochs} epochs, dx head {dx_classes}, "
+        run.log(f"{label}: alpha={alpha} T={temperature}, {model.count_params():,} params, "
+                f"{epochs} epochs, dx head {dx_classes}, "
                 f"{precision}, batch {cfg.batch_size}" + (f", from {cfg.init_from}" if cfg.init_from else ""))
         model, hist = train_student(model, x_train, train.y, x_val, y_val, teacher, alpha=alpha, temperature=temperature,
                                     epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, sample_weight=run.sample_weights(train),
@@ -282,8 +287,8 @@ def step_ablation(run: Run) -> None:
         for stage in ("",) + tuple(cfg.ablation_stages):
             pre = run.preprocessor.with_disabled(stage) if stage else run.preprocessor
             label = f"without {stage}" if stage else "full pipeline"
-            model, hist = fit_student(run, run.train_passes(cfg.ablation_passes, pre), run.tensors("val", pre), cfg.ablation_epochs,
-                                      label=f"ablation {label}")
+            model, hist = fit_student(run, run.train_passes(cfg.ablation_passes, pre), run.tensors("val", pre),
+                                      cfg.ablation_epochs, label=f"ablation {label}")
             p = malignant_prob(model, run.tensors("test", pre))
             row = {"val_auc": hist["best_val_auc"], "test_auc": roc_auc(test.y, p)}
             for name in cfg.sources:
@@ -321,7 +326,8 @@ def step_export(run: Run) -> None:
                             "val_ece_after": expected_calibration_error(y_va, p32)})
         thr, per_source = choose_threshold_per_group(y_va, p32, val_sources, cfg.min_sensitivity)
         rule = (f"highest threshold with sensitivity >= {cfg.min_sensitivity:.2f} on each validation dataset separately "
-                f"({', '.join(cfg.sources)}; grouped splits), on Platt-calibrated probabilities of the fp16 model through the device runtime")
+                f"({', '.join(cfg.sources)}; grouped splits), "
+                "on Platt-calibrated probabilities of the fp16 model through the device runtime")
         out = run.models_dir / "student_fp16.tflite"
         provenance = _provenance(run, m, shipped, names, calibration)
         version = f"{cfg.model_version}-{cfg.preset}-{time.strftime('%Y%m%d')}"
@@ -358,7 +364,8 @@ def calibrate_logits_layer(model: Any, val_logits: np.ndarray, y_val: np.ndarray
     w, b = layer.get_weights()
     a, c = fit_platt(y_val, val_logits[:, 1] - val_logits[:, 0])
     if a <= 0:
-        raise SystemExit(f"Platt scaling on validation gave slope {a:.3f} <= 0: the model ranks validation backwards; not exported")
+        raise SystemExit(f"Platt scaling on validation gave slope {a:.3f} <= 0: "
+                         "the model ranks validation backwards; not exported")
     w2 = np.zeros_like(w)
     b2 = np.zeros_like(b)
     w2[:, 1] = a * (w[:, 1] - w[:, 0])
@@ -390,12 +397,14 @@ def _provenance(run: Run, m: dict[str, Any], shipped: str, names: list[str], cal
         "split": {"grouped_by": split_info.get("grouped_by"), "seed": cfg.split_seed, "fractions": list(cfg.split_fractions),
                   "counts": split_info.get("counts"), "per_source": split_info.get("per_source"),
                   "val_csv": "models/splits/val.csv", "test_csv": "models/splits/test.csv"},
-        "student": {"source": shipped, "init": "ImageNet EfficientNet-Lite0 trunk" if cfg.student_init == "imagenet" else "random",
+        "student": {"source": shipped,
+                    "init": "ImageNet EfficientNet-Lite0 trunk" if cfg.student_init == "imagenet" else "random",
                     "blocks": cfg.student_blocks, "params": m[shipped]["params"], "dx_head": cfg.dx_weight > 0,
                     "frozen_blocks": cfg.student_freeze, "epochs": cfg.epochs, "augment_passes": cfg.augment_passes,
                     "tta_flips": cfg.tta_flips, "mixup_alpha": cfg.mixup_alpha, "ema_momentum": cfg.ema_momentum},
         "teacher": ({k: m.get(m.get("student_kd", {}).get("teacher", "teacher"), {}).get(k)
-                     for k in ("preset", "family", "init", "train", "backbones", "fusion", "size")} if "student_kd" in names else None),
+                     for k in ("preset", "family", "init", "train", "backbones", "fusion", "size")}
+                    if "student_kd" in names else None),
         "loss_weights": {"dataset_share": list(cfg.dataset_share), "follow_up_share": cfg.follow_up_share,
                          "max_sample_weight": cfg.max_sample_weight, "per_source": split_info.get("loss_weights"),
                          "note": "per-sample weights: each dataset half malignant / half benign; HAM follow-up nevi capped"},

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 
 
-def save_plots(out_dir: Path, y: np.ndarray, curves: dict[str, np.ndarray], p_shipped: np.ndarray, threshold: float) -> list[Path]:
+def save_plots(out_dir: Path, y: np.ndarray, curves: dict[str, np.ndarray], p_shipped: np.ndarray,
+               threshold: float) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")

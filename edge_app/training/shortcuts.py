@@ -121,7 +121,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [head, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, r in report["sources"].items():
         q = "n/a" if r["jpeg_quality_median"] is None else f"{r['jpeg_quality_median']:.0f}"
-        lines.append(f"| {name} | {r['images']} | {r['malignant_share']:.1%} | {r['width_median']:.0f} x {r['height_median']:.0f} | "
+        lines.append(f"| {name} | {r['images']} | {r['malignant_share']:.1%} | "
+                     f"{r['width_median']:.0f} x {r['height_median']:.0f} | "
                      f"{r['width_range'][0]}-{r['width_range'][1]} | {r['aspect_median']:.2f} | {r['square_share']:.0%} | {q} | "
                      f"{r['bytes_per_pixel_median']:.2f} | {r['blockiness_median']:.2f} | "
                      f"{report['shortcut_auc_without'].get(name, float('nan')):.3f} |")

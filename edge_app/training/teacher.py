@@ -68,7 +68,8 @@ def finetune_backbone(features, x_tr, y_tr, x_va, y_va, *, epochs: int, lr: floa
                          sample_weight=sample_weight, seed=seed, log=log)
 
 
-def cached_features(extractor, x: np.ndarray, key: str, cache_dir: Path | None, batch_size: int = 32, desc: str = "") -> np.ndarray:
+def cached_features(extractor, x: np.ndarray, key: str, cache_dir: Path | None, batch_size: int = 32,
+                    desc: str = "") -> np.ndarray:
     path = None
     if cache_dir is not None:
         h = hashlib.sha256(key.encode()).hexdigest()[:16]

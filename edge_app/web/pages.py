@@ -32,7 +32,8 @@ bp = Blueprint("pages", __name__)
 # Per-stage latency, in pipeline order: the model's six stages, then what surrounds them.
 STAGES = ("decode", "crop", "resize", "dehair", "denoise", "contrast", "normalize", "inference", "scope", "explain", "total")
 EXTRA_STAGES = ("capture", "encode", "scale", "queue_wait", "quality", "store", "end_to_end")
-STAGE_NAMES = {"total": "device path total", "scope": "scope check", "explain": "heatmap map", "capture": "camera still", "encode": "JPEG encode", "scale": "scale frame", "queue_wait": "queue wait", "quality": "quality check",
+STAGE_NAMES = {"total": "device path total", "scope": "scope check", "explain": "heatmap map", "capture": "camera still",
+               "encode": "JPEG encode", "scale": "scale frame", "queue_wait": "queue wait", "quality": "quality check",
                "store": "save record", "end_to_end": "tap → result"}
 PLOT_LAST = 50  # screenings in the Performance latency plot
 RECENT_LESIONS = 6

@@ -30,8 +30,8 @@ def model_path() -> Path:
 
 def lesion_image(seed: int = 0, size: tuple[int, int] = (480, 640), dark: int = 60, blur: float = 0.0,
                  brightness: float = 1.0) -> np.ndarray:
-    """A dermoscopy frame of `size` (h, w): a real dermoscopy image (isic_archive test nevus) when ../shared/data is present and no
-    defect is asked for (the shipped model's scope check refuses synthetic drawings), else a skin-coloured,
+    """A dermoscopy frame of `size` (h, w): a real dermoscopy image (isic_archive test nevus) when ../shared/data is
+    present and no defect is asked for (the shipped model's scope check refuses synthetic drawings), else a skin-coloured,
     textured background with a dark irregular ellipse (BGR uint8); `dark`, `blur` and `brightness` make
     the defects the quality gate must catch, always on the synthetic drawing."""
     if dark == 60 and blur == 0.0 and brightness == 1.0:

@@ -68,7 +68,9 @@ SMALL_CONTROLS_JS = """() => {
     const r = el.getBoundingClientRect();
     const s = getComputedStyle(el);
     if (r.width <= 1 || r.height <= 1 || s.visibility === 'hidden' || el.closest('[hidden]')) continue;
-    if (r.height < 44 || r.width < 44) bad.push((el.id || el.textContent.trim().slice(0, 20) || el.tagName) + ' ' + Math.round(r.width) + 'x' + Math.round(r.height));
+    if (r.height < 44 || r.width < 44)
+      bad.push((el.id || el.textContent.trim().slice(0, 20) || el.tagName) + ' ' + Math.round(r.width)
+               + 'x' + Math.round(r.height));
   }
   return bad;
 }"""

@@ -178,7 +178,8 @@ def test_an_expired_or_unknown_frame_id_is_refused_clearly_and_nothing_is_stored
     for bad in ("abc", "-3", "1.5"):
         r = client.post("/api/screenings", data={"frame_id": bad})
         assert r.status_code == 400 and "frame_id" in r.get_json()["error"]
-    r = client.post("/api/screenings", data={"frame_id": "5", "image": (__import__("io").BytesIO(encode_jpeg(lesion_image(1))), "a.jpg")})
+    r = client.post("/api/screenings",
+                    data={"frame_id": "5", "image": (__import__("io").BytesIO(encode_jpeg(lesion_image(1))), "a.jpg")})
     assert r.status_code == 400 and "not with an uploaded image" in r.get_json()["error"]
     assert store.counts()["total"] == before
 

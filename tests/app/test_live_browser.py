@@ -85,7 +85,8 @@ def test_the_tapped_preview_frame_is_the_analysed_one_and_guidance_shows_before_
         shown = np.array(page.evaluate(SIGNATURE_JS), np.float32)  # the canvas stays frozen on the tapped frame
         rec = get_json(base + "/api/screenings?limit=1")["screenings"][0]
         stored = signature(cv2.imdecode(np.frombuffer(page.request.get(base + rec["image_url"]).body(), np.uint8), 1))
-        same = int(np.argmin([np.abs(shown - s).mean() for s in scenes])) == int(np.argmin([np.abs(stored - s).mean() for s in scenes]))
+        same = (int(np.argmin([np.abs(shown - s).mean() for s in scenes]))
+                == int(np.argmin([np.abs(stored - s).mean() for s in scenes])))
         matches += same and float(np.abs(shown - stored).mean()) < 6
         expect(page.locator("#shot")).to_have_attribute("src", rec["screen_url"])
         timing = poll(page, "() => window.dermaTiming.last && window.dermaTiming.last.record_id === "

@@ -38,7 +38,8 @@ def test_images_are_found_recursively_and_same_named_files_in_two_folders_are_bo
 
 
 def test_synthetic_frames_are_timed_as_files_and_as_camera_arrays_for_each_thread_count(model_path, capsys):
-    report = run_json(capsys, "--frame", "320x240", "--threads", "1,2", "--runs", "2", "--warmup", "0", "--model", str(model_path))
+    report = run_json(capsys, "--frame", "320x240", "--threads", "1,2", "--runs", "2", "--warmup", "0",
+                      "--model", str(model_path))
     got = {(r["source"], r["threads"]) for r in report["results"]}
     assert got == {("file", 1), ("file", 2), ("array", 1), ("array", 2)}
     assert report["threads"] == [1, 2] and set(report["init_ms"]) == {"1", "2"}
@@ -48,7 +49,8 @@ def test_synthetic_frames_are_timed_as_files_and_as_camera_arrays_for_each_threa
 
 
 def test_seconds_times_for_that_long_instead_of_a_run_count(model_path, capsys):
-    report = run_json(capsys, "--frame", "200x150", "--source", "array", "--seconds", "0.3", "--warmup", "0", "--model", str(model_path))
+    report = run_json(capsys, "--frame", "200x150", "--source", "array", "--seconds", "0.3", "--warmup", "0",
+                      "--model", str(model_path))
     (r,) = report["results"]
     assert r["stages"]["total"]["count"] >= 2
 

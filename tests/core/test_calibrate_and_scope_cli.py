@@ -51,7 +51,8 @@ def test_calibrate_refuses_fewer_than_30_malignant_lesions_and_writes_nothing(tm
     code = main(["calibrate", str(labels), "--apply", "--data-dir", str(data), "--model", str(OLD_MODEL)])
     err = capsys.readouterr().err
     assert code == 2
-    assert f"has {MIN_MALIGNANT - 1} malignant lesions; calibrating needs at least {MIN_MALIGNANT}" in err  # 58 images, 29 lesions
+    # 58 images, 29 lesions
+    assert f"has {MIN_MALIGNANT - 1} malignant lesions; calibrating needs at least {MIN_MALIGNANT}" in err
     assert not (data / SITE_FILE).exists()
 
 
@@ -133,6 +134,7 @@ def test_evaluate_reports_the_out_of_scope_rate_and_in_scope_metrics_apart(tmp_p
     assert report["n_out_of_scope"] >= 4
     assert report["out_of_scope_rate"] == pytest.approx(report["n_out_of_scope"] / 20, abs=1e-4)
     assert report["in_scope"]["n"] == 20 - report["n_out_of_scope"]
-    code, old = _run_json(capsys, ["evaluate", str(tmp_path / "labels.csv"), "--json", "--bootstrap", "30", "--model", str(OLD_MODEL)])
+    code, old = _run_json(capsys, ["evaluate", str(tmp_path / "labels.csv"), "--json", "--bootstrap", "30",
+                                   "--model", str(OLD_MODEL)])
     assert old["out_of_scope_rate"] is None and old["in_scope"] is None
     assert np.isfinite(old["auc"]["value"])

@@ -33,7 +33,8 @@ def test_training_never_imports_the_cli_or_the_benchmark():
 
 
 def test_device_path_imports_neither_the_cli_nor_the_web_layer():
-    bad = {m for m in imported_modules(PACKAGE / "device_path.py") if m.startswith(("edge_app.cli", "edge_app.web", "edge_app.bench"))}
+    bad = {m for m in imported_modules(PACKAGE / "device_path.py")
+           if m.startswith(("edge_app.cli", "edge_app.web", "edge_app.bench"))}
     assert not bad
 
 

@@ -149,7 +149,8 @@ def test_edge_bench_times_the_heatmap_as_stage_explain_beside_the_total(capsys):
     assert bench(["--model", str(SCOPE_MODEL), "--runs", "5", "--warmup", "1", "--frame", "320x240", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)["results"][0]
     assert res["stages"]["explain"]["count"] == 5 and res["stages"]["explain"]["p50"] > 0
-    assert res["explain_share_of_total"] == pytest.approx(res["stages"]["explain"]["p50"] / res["stages"]["total"]["p50"], abs=2e-3)
+    assert res["explain_share_of_total"] == pytest.approx(res["stages"]["explain"]["p50"] / res["stages"]["total"]["p50"],
+                                                          abs=2e-3)
 
 
 def _check_with_head() -> tuple[scope.ScopeCheck, np.ndarray]:

@@ -206,7 +206,8 @@ def _print_mirror(tmp_path: Path, files: dict[str, str]) -> subprocess.Completed
     (etc / "sources.list.d").mkdir(parents=True)
     for name, text in files.items():
         (etc / name).write_text(text)
-    return subprocess.run(["bash", str(DEPLOY / "prove-arm64.sh"), "--print-mirror"], env={"PATH": "/usr/bin:/bin", "APT_ETC": str(etc)},
+    return subprocess.run(["bash", str(DEPLOY / "prove-arm64.sh"), "--print-mirror"],
+                          env={"PATH": "/usr/bin:/bin", "APT_ETC": str(etc)},
                           check=False, capture_output=True, text=True, timeout=30)
 
 

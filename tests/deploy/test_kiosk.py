@@ -83,7 +83,8 @@ def test_the_on_screen_keyboard_is_started_before_the_browser_unless_turned_off(
     tools = {
         "squeekboard": f'#!/bin/bash\ntouch {started}\n',
         "gsettings": f'#!/bin/bash\necho "$*" >> {settings}\n',
-        "fake-chromium": f'#!/bin/bash\nsleep 0.3\n[ -e {started} ] && echo keyboard-first > {tmp_path}/order\nkill -TERM $PPID\n',
+        "fake-chromium": (f'#!/bin/bash\nsleep 0.3\n[ -e {started} ] && echo keyboard-first > {tmp_path}/order\n'
+                          'kill -TERM $PPID\n'),
     }
     for name, body in tools.items():
         (bin_dir / name).write_text(body)

@@ -65,7 +65,8 @@ def test_edge_train_sign_makes_a_verifiable_bundle_without_tensorflow(tmp_path):
         pytest.skip("no shipped model with a model card")
     out = tmp_path / "bundle.zip"
     proc = subprocess.run(
-        [sys.executable, "-c", _RUN_WITHOUT_TRAINING_STACK, "edge-train", "sign", "--key", str(private), "--out", str(out), str(model)],
+        [sys.executable, "-c", _RUN_WITHOUT_TRAINING_STACK, "edge-train", "sign", "--key", str(private), "--out", str(out),
+         str(model)],
         cwd=REPO, check=False, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

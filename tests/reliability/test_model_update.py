@@ -53,7 +53,8 @@ def models(tmp_path):
 
 def state(models: ModelStore) -> dict:
     """Everything an install may touch: the links and every file under models/ with its bytes."""
-    files = {p.relative_to(models.dir).as_posix(): p.read_bytes() for p in models.dir.rglob("*") if p.is_file() and not p.is_symlink()}
+    files = {p.relative_to(models.dir).as_posix(): p.read_bytes() for p in models.dir.rglob("*")
+             if p.is_file() and not p.is_symlink()}
     return {"current": models.target(CURRENT), "previous": models.target(PREVIOUS), "files": files}
 
 

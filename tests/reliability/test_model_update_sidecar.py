@@ -48,7 +48,8 @@ def test_making_a_bundle_without_the_sidecar_its_manifest_names_is_refused(tmp_p
 
 
 @pytest.mark.parametrize(("change", "words"), [
-    (lambda f: {k: (v[:-9] + b"X" + v[-8:] if k.endswith(".aux.npz") else v) for k, v in f.items()}, "does not match its manifest"),
+    (lambda f: {k: (v[:-9] + b"X" + v[-8:] if k.endswith(".aux.npz") else v) for k, v in f.items()},
+     "does not match its manifest"),
     (lambda f: {k: v for k, v in f.items() if not k.endswith(".aux.npz")}, "lacks tiny_scope_fp16.aux.npz"),
 ], ids=["altered", "missing"])
 def test_a_bundle_whose_sidecar_is_altered_or_missing_is_refused(tmp_path, scoped_bundle, change, words):

@@ -13,7 +13,8 @@ def test_student_initialised_from_imagenet_lite0_fits_the_500_kb_budget(lite_wei
     from edge_app.training.student import build_student
 
     cfg = get_preset("cpu")
-    model = build_student(cfg.size, cfg.student_blocks, cfg.student_head, weights_dir=lite_weights, freeze_blocks=cfg.student_freeze)
+    model = build_student(cfg.size, cfg.student_blocks, cfg.student_head, weights_dir=lite_weights,
+                          freeze_blocks=cfg.student_freeze)
     assert model.count_params() * 2 < 500 * 1024 * 0.95  # float16 weights + flatbuffer overhead
     assert model.output.shape[-1] == 2
 

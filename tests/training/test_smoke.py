@@ -13,10 +13,12 @@ from edge_app.runtime import Classifier
 pytestmark = pytest.mark.slow
 
 
-def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synthetic_dataset, make_dataset, lite_weights, tmp_path):
+def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synthetic_dataset, make_dataset, lite_weights,
+                                                                           tmp_path):
     from edge_app.training.cli import main
 
-    other = make_dataset(tmp_path / "other_clinic", n_lesions=6, seed=7)  # staged beside the training data: the cross-dataset check
+    # staged beside the training data: the cross-dataset check
+    other = make_dataset(tmp_path / "other_clinic", n_lesions=6, seed=7)
     (other / "images" / "L000_0.jpg").write_bytes(b"not a jpeg")
 
     models = tmp_path / "models"
@@ -66,7 +68,8 @@ def test_tiny_preset_trains_exports_and_the_device_runtime_loads_the_model(synth
         assert Classifier(run_dir / "input_size" / f"student_{size}px.tflite").manifest.input_size == int(size)
     assert study["sizes"]["32"]["end_to_end_ratio_to_shipped_size"] == 1.0
     # the card, written again, carries the study's table
-    assert main(["card", "--preset", "tiny", "--data", str(synthetic_dataset), "--run-dir", str(run_dir), "--models-dir", str(models)]) == 0
+    assert main(["card", "--preset", "tiny", "--data", str(synthetic_dataset), "--run-dir", str(run_dir),
+                 "--models-dir", str(models)]) == 0
     card = (models / "MODEL_CARD.md").read_text()
     assert "### Input size (accuracy vs latency)" in card and "| 32 px (shipped) |" in card
 
@@ -102,7 +105,8 @@ def test_two_sources_train_together_and_leave_one_source_out_scores_each_on_imag
     student = metrics["student_ce"]
     assert student["train_img_per_s"] > 0 and student["input"] == "resident uint8 passes" and student["precision"] == "float32"
     # each source scored by a student that never saw it, on its training + validation images only (its test split unseen)
-    splits = {s: list(csv.DictReader((run_dir / "splits" / f"{s}.csv").read_text().splitlines())) for s in ("train", "val", "test")}
+    splits = {s: list(csv.DictReader((run_dir / "splits" / f"{s}.csv").read_text().splitlines()))
+              for s in ("train", "val", "test")}
     loso = json.loads((run_dir / "loso.json").read_text())
     assert loso == metrics["loso"] and set(loso["sources"]) == {"clinic_a", "clinic_b"}
     for source, r in loso["sources"].items():
