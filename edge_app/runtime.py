@@ -175,12 +175,7 @@ class Classifier:
             raise ModelError(f"model manifest for {self.model_path.name} names a sidecar but the model has no features "
                              "output: re-export the model")
         path = aux_path_for(self.model_path)  # beside the model, named after it (like its manifest)
-        if not path.is_file():
-            raise ModelError(f"model sidecar {path} (scope check + heatmap) not found; restore it beside the model or re-export")
-        digest = sha256_file(path)
-        if digest != aux.get("sha256"):
-            raise ModelError(f"model sidecar {path} does not match its manifest (sha256 {digest[:12]}... but the manifest "
-                             f"says {str(aux.get('sha256'))[:12]}...): re-export or restore the file")
+        _check_beside(path, aux.get("sha256"), "model sidecar", "(scope check + heatmap)", "re-export or restore the file")
         try:
             sidecar = Sidecar.load(path)
         except ValueError as exc:
@@ -205,12 +200,7 @@ class Classifier:
             raise ModelError(f"model manifest for {self.model_path.name} names a scope network but its sidecar has no head "
                              "for it: restore the sidecar or run `edge-train scope`")
         path = scope_model_path_for(self.model_path)
-        if not path.is_file():
-            raise ModelError(f"scope network {path} not found; restore it beside the model or run `edge-train scope`")
-        digest = sha256_file(path)
-        if digest != spec.get("sha256"):
-            raise ModelError(f"scope network {path} does not match its manifest (sha256 {digest[:12]}... but the manifest "
-                             f"says {str(spec.get('sha256'))[:12]}...): restore the file or run `edge-train scope`")
+        _check_beside(path, spec.get("sha256"), "scope network", "", "restore the file or run `edge-train scope`")
         try:
             net = ScopeNet(str(path), interpreter_cls, num_threads)
         except Exception as exc:  # noqa: BLE001 - any runtime failure means the file cannot be used
@@ -376,3 +366,13 @@ class Classifier:
             "input_size": self.manifest.input_size,
             "selftest_max_diff": self.selftest_max_diff,
         }
+
+
+def _check_beside(path: Path, expected_sha256: Any, what: str, role: str, remedy: str) -> None:
+    """A file the manifest names beside the model: present, and the bytes the manifest's sha256 says."""
+    if not path.is_file():
+        raise ModelError(f"{what} {path}{' ' + role if role else ''} not found; restore it beside the model ({remedy})")
+    digest = sha256_file(path)
+    if digest != expected_sha256:
+        raise ModelError(f"{what} {path} does not match its manifest (sha256 {digest[:12]}... but the manifest "
+                         f"says {str(expected_sha256)[:12]}...): {remedy}")
