@@ -48,6 +48,11 @@ RUNTIME_MODULES = (
 )
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "student_fp16.tflite"
 SCOPE_SELFTEST_TOLERANCE = 0.05  # relative (and absolute) difference allowed in the golden scope scores
+# The scope network is int8: TFLite's kernels (XNNPACK, or the built-in ones where XNNPACK is not used, e.g.
+# aarch64 under qemu) requantize differently, and its golden head scores moved by up to 0.84 logits between
+# them (x86, 4 patterns) while 669 real images (test dermoscopy, phone photos) moved by <= 0.78 with 0 decisions
+# changed. A runtime that computes int8 wrongly is off by far more.
+SCOPE_NET_SELFTEST_TOLERANCE = 1.25  # logits, absolute
 
 
 class ModelError(RuntimeError):
@@ -260,7 +265,10 @@ class Classifier:
                            float(case["scope_net_score"])))
         checks.append(("scope", float(self.sidecar.scope.score(features, net_features)[0]), float(case["scope_score"])))
         for what, got, want in checks:
-            if not abs(got - want) <= SCOPE_SELFTEST_TOLERANCE * max(1.0, abs(want)):
+            allowed = SCOPE_SELFTEST_TOLERANCE * max(1.0, abs(want))
+            if net_features is not None:  # the int8 network's score is part of both checks
+                allowed = max(allowed, SCOPE_NET_SELFTEST_TOLERANCE)
+            if not abs(got - want) <= allowed:
                 raise ModelError(
                     f"model {self.model_path.name} fails its golden {what} self-test on {self.runtime_name}: pattern "
                     f"{case['pattern']!r} scores {got:.4f}, the exporter saw {want:.4f}; re-export the model"

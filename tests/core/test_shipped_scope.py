@@ -75,3 +75,38 @@ def test_the_model_cards_scope_section_is_the_shipped_manifests(shipped):
     card = (REPO / "models" / "MODEL_CARD.md").read_text()
     assert scope_section(shipped.manifest.scope) in card
     assert "patient-grouped CV" in card
+
+
+def test_the_shipped_model_passes_its_self_test_with_tflites_built_in_kernels(monkeypatch):
+    """Where XNNPACK is not used (aarch64 LiteRT under qemu in deploy/prove-arm64.sh, found there) the int8 scope
+    network's requantization differs: the model must still load, and still keep real dermoscopy in scope."""
+    from edge_app import runtime
+
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+
+    class BuiltinKernels(litert.Interpreter):
+        def __init__(self, **kwargs):
+            super().__init__(experimental_op_resolver_type=litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                             **kwargs)
+
+    monkeypatch.setattr(runtime, "load_interpreter_class", lambda preferred=None: ("ai_edge_litert", BuiltinKernels))
+    clf = Classifier(MODEL, num_threads=1)
+    assert clf.scope_net is not None
+    for i in range(3):
+        assert screen_image(clf, dermoscopy_image(600, 450, index=i)).classification.in_scope is True, i
+
+
+def test_a_scope_network_that_computes_otherwise_is_refused(tmp_path):
+    """The golden scope-network score is checked: a runtime off by more than int8 kernels differ is refused."""
+    import json
+    import shutil
+
+    for name in ("student_fp16.tflite", "student_fp16.aux.npz", "student_fp16.scope.tflite"):
+        shutil.copy(REPO / "models" / name, tmp_path / name)
+    manifest = json.loads((REPO / "models" / "student_fp16.json").read_text())
+    manifest["selftest"]["cases"][1]["scope_net_score"] += 3.0
+    (tmp_path / "student_fp16.json").write_text(json.dumps(manifest))
+    from edge_app.runtime import ModelError
+
+    with pytest.raises(ModelError, match="golden scope-network self-test"):
+        Classifier(tmp_path / "student_fp16.tflite", num_threads=1)
