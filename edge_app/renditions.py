@@ -23,21 +23,17 @@ from PIL import Image
 
 from .fileio import write_atomic
 from .images import DEFAULT_MAX_PIXELS, decode, encode_jpeg, shrink_to_fit
+from .store.schema import SCREEN_SUFFIX
 
 SCREEN_SIDE = 1024  # px, long side
 SCREEN_QUALITY = 85
-SUFFIX = ".screen.jpg"
 
 _making = threading.Lock()  # a rendition is made once, even when two viewers ask at the same moment
 
 
 def rendition_path(image_path: str | Path) -> Path:
     """`images/2026-12-06/<id>.tif` -> `images/2026-12-06/<id>.screen.jpg` (relative or absolute alike)."""
-    return Path(image_path).with_suffix(SUFFIX)
-
-
-def is_rendition(path: str | Path) -> bool:
-    return str(path).endswith(SUFFIX)
+    return Path(image_path).with_suffix(SCREEN_SUFFIX)
 
 
 def fit(bgr: np.ndarray, side: int = SCREEN_SIDE) -> np.ndarray:

@@ -25,9 +25,10 @@ IMAGES = "images"
 BACKUP_MANIFEST = "backup.json"
 SCHEMA_VERSION = 3  # 2: request_id (one record per capture/upload intent); 3: threshold source, scope, heatmap
 THUMBNAIL_SUFFIX = ".thumb.jpg"
+SCREEN_SUFFIX = ".screen.jpg"  # the screen rendition (`renditions`)
 # Files derived from a record's image, named `<id><suffix>` beside it. A new rendition is added here
 # and nowhere else: recovery, backup, restore, purge and retention all read this tuple.
-DERIVED_SUFFIXES = (THUMBNAIL_SUFFIX, ".screen.jpg")
+DERIVED_SUFFIXES = (THUMBNAIL_SUFFIX, SCREEN_SUFFIX)
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
