@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
 from .. import renditions
 from ..images import ImageDecodeError
@@ -20,7 +20,7 @@ bp = Blueprint("referral", __name__)
 
 def _image(record: ScreeningRecord) -> Path | None:
     try:
-        return renditions.ensure(get_service().store.image_file(record.id))
+        return renditions.ensure(get_service().store.image_file(record.id), max_pixels=current_app.config["MAX_PIXELS"])
     except (RecordNotFound, FileNotFoundError, ImageDecodeError):
         return None  # the sheet says "image not available" rather than failing
 
