@@ -11,23 +11,11 @@ import cv2
 import numpy as np
 import pytest
 
+from benchmarks.browser_latency import SIGNATURE_JS, signature  # the benchmark's frame match, one implementation
 from tests.app.conftest import lesion_image, model_path
 from tests.app.test_e2e_browser import CHROMIUM, browser, get_json, serve_app  # noqa: F401 - `browser` is a fixture
 
 pytestmark = pytest.mark.skipif(not __import__("pathlib").Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is not installed")
-
-SIGNATURE_JS = """() => {
-  const c = document.getElementById('live');
-  const o = document.createElement('canvas'); o.width = 16; o.height = 12;
-  const x = o.getContext('2d'); x.drawImage(c, 0, 0, 16, 12);
-  const d = x.getImageData(0, 0, 16, 12).data, g = [];
-  for (let i = 0; i < d.length; i += 4) g.push(0.114 * d[i + 2] + 0.587 * d[i + 1] + 0.299 * d[i]);
-  return g;
-}"""
-
-
-def signature(bgr: np.ndarray) -> np.ndarray:
-    return cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), (16, 12), interpolation=cv2.INTER_AREA).astype(np.float32).ravel()
 
 
 @pytest.fixture(scope="module")
